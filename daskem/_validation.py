@@ -1,0 +1,217 @@
+"""Input checks: NumPy, Dask arrays and Dask DataFrames become row-chunked Dask arrays.
+
+Error messages follow scikit-learn's wording so that code written against
+scikit-learn's GaussianMixture behaves the same, with the extra detail that
+large data needs (how many bad values, and where the first one is).
+"""
+
+import numbers
+
+import dask
+import dask.array as da
+import numpy as np
+from sklearn.utils.validation import check_array
+
+# Rows of a NumPy input go to Dask in chunks of about this many bytes.
+NUMPY_CHUNK_BYTES = 32 * 2**20
+
+
+def is_dask_collection(X):
+    return dask.is_dask_collection(X)
+
+
+def _dataframe_to_array(df, estimator_name):
+    bad = [str(c) for c, t in df.dtypes.items() if not (np.issubdtype(t, np.number) or t == bool)]
+    if bad:
+        raise ValueError(
+            "%s requires numeric columns; these are not numeric: %s"
+            % (estimator_name, ", ".join(bad))
+        )
+    return df.to_dask_array(lengths=True)
+
+
+def as_dask_array(X, estimator_name="GaussianMixture", ensure_min_samples=1):
+    """Validate X and return (row-chunked float Dask array, was_dask, feature_names).
+
+    NumPy-like input goes through scikit-learn's ``check_array`` (same errors
+    as scikit-learn, finiteness included). Dask input is checked for shape
+    and dtype here; its finiteness needs a pass over the data and is checked
+    by :func:`data_summary`.
+    """
+    feature_names = None
+    if is_dask_collection(X):
+        if hasattr(X, "dtypes") and hasattr(X, "to_dask_array"):
+            feature_names = np.asarray([str(c) for c in X.columns], dtype=object)
+            X = _dataframe_to_array(X, estimator_name)
+        if not isinstance(X, da.Array):
+            raise TypeError(
+                "%s accepts Dask arrays and Dask DataFrames; got %s"
+                % (estimator_name, type(X).__name__)
+            )
+        if X.ndim != 2:
+            raise ValueError(
+                "Expected 2D array, got %dD array instead (shape=%s)." % (X.ndim, X.shape)
+            )
+        if np.issubdtype(X.dtype, np.complexfloating):
+            raise ValueError("Complex data not supported\n%r\n" % X)
+        if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
+            raise ValueError(
+                "%s requires numeric data; got dtype %s" % (estimator_name, X.dtype)
+            )
+        if X.dtype not in (np.float32, np.float64):
+            X = X.astype(np.float64)
+        if any(np.isnan(c) for c in X.chunks[0]):
+            X = X.compute_chunk_sizes()
+        n_samples, n_features = X.shape
+        if n_samples < ensure_min_samples:
+            raise ValueError(
+                "Found array with %d sample(s) (shape=%s) while a minimum of %d is "
+                "required by %s." % (n_samples, X.shape, ensure_min_samples, estimator_name)
+            )
+        if n_features < 1:
+            raise ValueError(
+                "Found array with 0 feature(s) (shape=%s) while a minimum of 1 is "
+                "required by %s." % (X.shape, estimator_name)
+            )
+        if len(X.chunks[1]) > 1:
+            X = X.rechunk({1: -1})
+        # zero-row chunks would only add empty tasks
+        if any(c == 0 for c in X.chunks[0]):
+            X = X.rechunk({0: tuple(c for c in X.chunks[0] if c)})
+        return X, True, feature_names
+
+    if hasattr(X, "columns") and hasattr(X, "dtypes"):
+        feature_names = np.asarray([str(c) for c in X.columns], dtype=object)
+    arr = check_array(
+        X,
+        dtype=[np.float64, np.float32],
+        ensure_min_samples=ensure_min_samples,
+        estimator=estimator_name,
+        input_name="X",
+    )
+    rows = max(1, NUMPY_CHUNK_BYTES // max(1, arr.shape[1] * arr.itemsize))
+    return da.from_array(arr, chunks=(rows, -1), name=False), False, feature_names
+
+
+def nonfinite_message(n_nan, n_inf, first_row, dtype):
+    """scikit-learn's message for NaN or infinity, with count and first row."""
+    if n_nan:
+        head = "Input X contains NaN."
+    else:
+        head = "Input X contains infinity or a value too large for %r." % np.dtype(dtype)
+    return "%s %d values are NaN or infinite; the first is in row %d." % (
+        head,
+        n_nan + n_inf,
+        first_row,
+    )
+
+
+def _chunk_summary(block, block_info=None):
+    """[n_nan, n_inf, first bad row (global, or -1), column sums...] of a chunk."""
+    start = block_info[0]["array-location"][0][0] if block_info else 0
+    block = np.asarray(block)
+    nan = np.isnan(block)
+    inf = np.isinf(block)
+    bad_rows = np.flatnonzero((nan | inf).any(axis=1))
+    first = start + bad_rows[0] if len(bad_rows) else -1
+    sums = np.where(nan | inf, 0.0, block).sum(axis=0, dtype=np.float64)
+    head = np.array([nan.sum(), inf.sum(), first], dtype=np.float64)
+    return np.concatenate([head, sums])[None, :]
+
+
+def data_summary(X):
+    """One pass: check finiteness and return the column means (float64).
+
+    Raises
+    ------
+    ValueError
+        If X holds NaN or infinity, with their count and the first bad row.
+    """
+    n_features = X.shape[1]
+    per_chunk = da.map_blocks(
+        _chunk_summary,
+        X,
+        chunks=(1, n_features + 3),
+        dtype=np.float64,
+        meta=np.empty((0, 0), dtype=np.float64),
+    )
+    (table,) = dask.compute(per_chunk)
+    n_nan, n_inf = int(table[:, 0].sum()), int(table[:, 1].sum())
+    if n_nan or n_inf:
+        firsts = table[:, 2][table[:, 2] >= 0]
+        raise ValueError(nonfinite_message(n_nan, n_inf, int(firsts.min()), X.dtype))
+    return table[:, 3:].sum(axis=0) / X.shape[0]
+
+
+def check_weights_init(weights, n_components):
+    """scikit-learn's checks on user-given initial weights; float64 result."""
+    weights = check_array(weights, dtype=[np.float64, np.float32], ensure_2d=False)
+    _check_shape(weights, (n_components,), "weights")
+    if np.any(weights < 0.0) or np.any(weights > 1.0):
+        raise ValueError(
+            "The parameter 'weights' should be in the range [0, 1], but got max value "
+            "%.5f, min value %.5f" % (np.min(weights), np.max(weights))
+        )
+    atol = 1e-6 if weights.dtype == np.float32 else 1e-8
+    if not np.allclose(np.abs(1.0 - np.sum(weights)), 0.0, atol=atol):
+        raise ValueError(
+            "The parameter 'weights' should be normalized, but got sum(weights) = %.5f"
+            % np.sum(weights)
+        )
+    return weights.astype(np.float64)
+
+
+def check_means_init(means, n_components, n_features):
+    """scikit-learn's checks on user-given initial means; float64 result."""
+    means = check_array(means, dtype=[np.float64, np.float32], ensure_2d=False)
+    _check_shape(means, (n_components, n_features), "means")
+    return means.astype(np.float64)
+
+
+def check_precisions_init(precisions, covariance_type, n_components, n_features):
+    """scikit-learn's checks on user-given initial precisions; float64 result."""
+    from ._covariance import covariance_shape
+
+    precisions = check_array(
+        precisions,
+        dtype=[np.float64, np.float32],
+        ensure_2d=False,
+        allow_nd=covariance_type == "full",
+    )
+    _check_shape(
+        precisions,
+        covariance_shape(covariance_type, n_components, n_features),
+        "%s precision" % covariance_type,
+    )
+    if covariance_type in ("full", "tied"):
+        stack = precisions if covariance_type == "full" else precisions[None]
+        for p in stack:
+            if not (np.allclose(p, p.T) and np.all(np.linalg.eigvalsh(p) > 0.0)):
+                raise ValueError(
+                    "'%s precision' should be symmetric, positive-definite"
+                    % covariance_type
+                )
+    elif np.any(precisions <= 0.0):
+        raise ValueError("'%s precision' should be positive" % covariance_type)
+    return precisions.astype(np.float64)
+
+
+def _check_shape(param, param_shape, name):
+    if param.shape != param_shape:
+        raise ValueError(
+            "The parameter '%s' should have the shape of %s, but got %s"
+            % (name, param_shape, param.shape)
+        )
+
+
+def check_n_samples(n_samples, n_components):
+    """scikit-learn's error for fewer samples than components."""
+    if n_samples < n_components:
+        raise ValueError(
+            "Expected n_samples >= n_components but got n_components = %d, "
+            "n_samples = %d" % (n_components, n_samples)
+        )
+
+
+def is_integral(x):
+    return isinstance(x, numbers.Integral)

@@ -1,0 +1,468 @@
+"""GaussianMixture: scikit-learn's estimator interface over daskem's chunked EM."""
+
+import logging
+import math
+import time
+import warnings
+from numbers import Integral, Real
+
+import dask
+import dask.array as da
+import numpy as np
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import _covariance
+from ._em import EMResult, MixtureParameters, SPLIT_EVERY, run_em
+from ._initialization import initial_parameters
+from ._kernels import (
+    chunk_predict,
+    chunk_predict_proba,
+    chunk_score_samples,
+    kernel_parameters,
+)
+from ._validation import (
+    as_dask_array,
+    check_means_init,
+    check_n_samples,
+    check_precisions_init,
+    check_weights_init,
+    data_summary,
+    is_dask_collection,
+    nonfinite_message,
+)
+
+logger = logging.getLogger("daskem")
+
+INIT_METHODS = ("k-means||", "kmeans", "k-means++", "random", "random_from_data")
+
+
+class GaussianMixture(DensityMixin, BaseEstimator):
+    """Gaussian mixture fitted by EM over chunked Dask arrays.
+
+    The parameters, attributes and methods are those of scikit-learn's
+    :class:`sklearn.mixture.GaussianMixture`; the data may be a NumPy array,
+    a Dask array (rows in any chunking, all features in each chunk) or a
+    Dask DataFrame of numeric columns. Each EM iteration is one pass over the
+    data.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        Number of mixture components.
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
+        Covariance parameterisation of the components.
+    tol : float, default=1e-3
+        Convergence threshold on the change of the mean per-sample
+        log-likelihood.
+    reg_covar : float, default=1e-6
+        Non-negative regularisation added to the covariance diagonals.
+    max_iter : int, default=100
+        Number of EM iterations; 0 returns the initialisation.
+    n_init : int, default=1
+        Number of initialisations; the one with the best lower bound is kept.
+    init_params : {'k-means||', 'kmeans', 'k-means++', 'random', \
+'random_from_data'}, default='k-means||'
+        Initialisation. 'k-means||' is scalable k-means (Bahmani et al.
+        2012) over the Dask array: a few passes of D^2 oversampling, then a
+        weighted clustering of the candidates in memory. 'kmeans' refines
+        that with Lloyd passes until convergence; the others have
+        scikit-learn's meanings.
+    weights_init, means_init, precisions_init : array-like, default=None
+        User-given initial parameters, as in scikit-learn.
+    random_state : int, RandomState instance or None, default=None
+    warm_start : bool, default=False
+        Continue from the previous fit (``n_init`` is then ignored).
+    verbose : int, default=0
+    verbose_interval : int, default=10
+    cache : {'auto', True, False}, default='auto'
+        Persist the data in (cluster) memory for the fit. 'auto' persists
+        when the data fit comfortably in the memory available and otherwise
+        re-reads them from storage on every iteration.
+
+    Attributes
+    ----------
+    weights_, means_, covariances_, precisions_, precisions_cholesky_ : ndarray
+    converged_ : bool
+    n_iter_ : int
+    lower_bound_ : float
+    lower_bounds_ : list of float
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when fitted on a DataFrame with string column names.
+
+    Notes
+    -----
+    Empty components. A component that loses all its responsibility keeps a
+    count of 10 machine epsilons (as in scikit-learn): its weight becomes
+    tiny but positive, its mean moves to the centre of the data and its
+    covariance to ``reg_covar * I``. No NaN is produced; with
+    ``reg_covar=0`` the fit raises the ill-defined-covariance error instead.
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "covariance_type": [StrOptions(set(_covariance.COVARIANCE_TYPES))],
+        "tol": [Interval(Real, 0.0, None, closed="left")],
+        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "init_params": [StrOptions(set(INIT_METHODS))],
+        "weights_init": ["array-like", None],
+        "means_init": ["array-like", None],
+        "precisions_init": ["array-like", None],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "verbose_interval": [Interval(Integral, 1, None, closed="left")],
+        "cache": [StrOptions({"auto"}), "boolean"],
+    }
+
+    def __init__(
+        self,
+        n_components=1,
+        *,
+        covariance_type="full",
+        tol=1e-3,
+        reg_covar=1e-6,
+        max_iter=100,
+        n_init=1,
+        init_params="k-means||",
+        weights_init=None,
+        means_init=None,
+        precisions_init=None,
+        random_state=None,
+        warm_start=False,
+        verbose=0,
+        verbose_interval=10,
+        cache="auto",
+    ):
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.cache = cache
+
+    # ------------------------------------------------------------------ fit
+
+    def fit(self, X, y=None):
+        """Estimate the parameters with the EM algorithm.
+
+        Parameters
+        ----------
+        X : array-like, Dask array or Dask DataFrame of shape (n_samples, n_features)
+        y : Ignored
+
+        Returns
+        -------
+        self : GaussianMixture
+        """
+        self._fit(X)
+        return self
+
+    def fit_predict(self, X, y=None):
+        """Fit, then return the most probable component of each row of X.
+
+        Equal to ``fit(X).predict(X)``; lazy for Dask input.
+        """
+        return self.fit(X).predict(X)
+
+    def _fit(self, X, on_iteration=None, on_init=None, resume=None):
+        """Fit, restoring the estimator's previous state if anything fails.
+
+        ``on_iteration`` and ``on_init`` are hooks for progress displays and
+        checkpoints; ``resume`` is a checkpointed state to continue from.
+        """
+        self._validate_params()
+        previous_state = dict(self.__dict__)
+        try:
+            return self._fit_unchecked(X, on_iteration, on_init, resume)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(previous_state)
+            raise
+
+    def _prepare_fit_data(self, X):
+        """Validated row-chunked Dask array, the fixed shift, and the data dtype."""
+        if is_dask_collection(X):
+            Xd, _, names = as_dask_array(X, type(self).__name__, ensure_min_samples=2)
+            self.n_features_in_ = Xd.shape[1]
+            if names is not None and all(isinstance(n, str) for n in names):
+                self.feature_names_in_ = names
+            elif hasattr(self, "feature_names_in_"):
+                del self.feature_names_in_
+            check_n_samples(Xd.shape[0], self.n_components)
+            self._check_initial_parameters(Xd.shape[1])
+            shift = data_summary(Xd)
+        else:
+            Xn = validate_data(
+                self, X, dtype=[np.float64, np.float32], ensure_min_samples=2
+            )
+            check_n_samples(Xn.shape[0], self.n_components)
+            self._check_initial_parameters(Xn.shape[1])
+            shift = np.mean(Xn, axis=0, dtype=np.float64)
+            Xd, _, _ = as_dask_array(Xn, type(self).__name__)
+        return Xd, shift
+
+    def _check_initial_parameters(self, n_features):
+        k = self.n_components
+        self._weights_init = None if self.weights_init is None else check_weights_init(self.weights_init, k)
+        self._means_init = None if self.means_init is None else check_means_init(self.means_init, k, n_features)
+        self._precisions_init = (
+            None
+            if self.precisions_init is None
+            else check_precisions_init(self.precisions_init, self.covariance_type, k, n_features)
+        )
+
+    def _initialize(self, X, shift, rng):
+        """Initial parameters: from the data, overridden by user-given ones."""
+        n_samples = X.shape[0]
+        given = (self._weights_init, self._means_init, self._precisions_init)
+        if any(p is None for p in given):
+            params = initial_parameters(
+                X, self.init_params, self.n_components, self.covariance_type,
+                shift, self.reg_covar, rng, n_samples,
+            )
+        else:
+            params = MixtureParameters(None, None, None, None)
+        weights, means, covariances, prec_chol = params.as_tuple()
+        if self._weights_init is not None:
+            weights = self._weights_init
+        if self._means_init is not None:
+            means = self._means_init
+        if self._precisions_init is not None:
+            prec_chol = _covariance.precision_cholesky_from_precisions(
+                self._precisions_init, self.covariance_type
+            )
+            covariances = _covariance.covariances_from_cholesky(prec_chol, self.covariance_type)
+        return MixtureParameters(weights, means, covariances, prec_chol)
+
+    def _cache(self, X):
+        if self.cache is False:
+            return X
+        from .io import cache_decision
+
+        persist, reason = cache_decision(X, self.cache)
+        logger.info("data cache: %s (%s)", "persisted" if persist else "streamed", reason)
+        return X.persist() if persist else X
+
+    def _fit_unchecked(self, X, on_iteration, on_init, resume):
+        X, shift = self._prepare_fit_data(X)
+        X = self._cache(X)
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        n_init = self.n_init if do_init else 1
+        rng = check_random_state(self.random_state)
+        best = None
+        for init in range(n_init):
+            self._print_verbose_msg_init_beg(init)
+            start = time.perf_counter()
+            if do_init:
+                params = self._initialize(X, shift, rng)
+                lower_bound = -np.inf
+            else:
+                params = MixtureParameters(*self._get_parameters())
+                lower_bound = self.lower_bound_
+            if on_init is not None:
+                on_init(init, params)
+            if self.max_iter == 0:
+                result = EMResult(params, -np.inf, [], 0, False, [])
+                best = result
+                continue
+            result = run_em(
+                X, params,
+                covariance_type=self.covariance_type, shift=shift,
+                reg_covar=self.reg_covar, tol=self.tol, max_iter=self.max_iter,
+                lower_bound=lower_bound, split_every=SPLIT_EVERY,
+                on_iteration=self._iteration_hook(on_iteration, start),
+            )
+            self._print_verbose_msg_init_end(result.lower_bound, result.converged, start)
+            if best is None or result.lower_bound > best.lower_bound or best.lower_bound == -np.inf:
+                best = result
+        if not best.converged and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. "
+                "Try different init parameters, or increase max_iter, "
+                "tol, or check for degenerate data.",
+                ConvergenceWarning,
+            )
+        self._set_parameters(best.parameters.as_tuple())
+        self.converged_ = best.converged
+        self.n_iter_ = best.n_iter
+        self.lower_bound_ = best.lower_bound if self.max_iter > 0 else -np.inf
+        self.lower_bounds_ = list(best.lower_bounds)
+        self.iteration_seconds_ = list(best.seconds)
+        for name in ("_weights_init", "_means_init", "_precisions_init"):
+            self.__dict__.pop(name, None)
+        return self
+
+    def _iteration_hook(self, on_iteration, start):
+        def hook(n_iter, lower_bound, change, params, seconds):
+            self._print_verbose_msg_iter_end(n_iter, change, start)
+            if on_iteration is not None:
+                on_iteration(n_iter, lower_bound, change, params, seconds)
+        return hook
+
+    # ----------------------------------------------------------- parameters
+
+    def _get_parameters(self):
+        return (self.weights_, self.means_, self.covariances_, self.precisions_cholesky_)
+
+    def _set_parameters(self, params):
+        self.weights_, self.means_, self.covariances_, self.precisions_cholesky_ = params
+        self.precisions_ = _covariance.precisions_from_cholesky(
+            self.precisions_cholesky_, self.covariance_type
+        )
+
+    def _n_parameters(self):
+        """Number of free parameters of the fitted model."""
+        return _covariance.n_parameters(
+            self.covariance_type, self.n_components, self.means_.shape[1]
+        )
+
+    def _kernel_parameters(self, dtype):
+        # the mixture's mean is a good fixed centre for data it was fitted on
+        shift = self.weights_ @ self.means_ / np.sum(self.weights_)
+        return kernel_parameters(
+            self.weights_, self.means_, self.precisions_cholesky_,
+            self.covariance_type, shift, dtype,
+        )
+
+    # ------------------------------------------------------------- predict
+
+    def _predict_input(self, X):
+        check_is_fitted(self)
+        if is_dask_collection(X):
+            Xd, _, _ = as_dask_array(X, type(self).__name__)
+            if Xd.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    "X has %d features, but %s is expecting %d features as input."
+                    % (Xd.shape[1], type(self).__name__, self.n_features_in_)
+                )
+            return Xd
+        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+
+    def _apply(self, X, func, n_columns=None, dtype=np.float64):
+        """Run a per-chunk function of the fitted model over X (lazily for Dask)."""
+        X = self._predict_input(X)
+        kp = self._kernel_parameters(X.dtype)
+        if not isinstance(X, da.Array):
+            return func(X, kp)
+        kp = dask.delayed(kp, pure=True, traverse=False)
+        kwargs = {"drop_axis": 1} if n_columns is None else {"chunks": (X.chunks[0], (n_columns,))}
+        return da.map_blocks(
+            _checked(func), X, kp, dtype=dtype,
+            meta=np.empty((0,) * (1 if n_columns is None else 2), dtype=dtype), **kwargs,
+        )
+
+    def score_samples(self, X):
+        """Log-likelihood of each row of X under the model.
+
+        Returns
+        -------
+        ndarray or dask.array.Array of shape (n_samples,)
+        """
+        return self._apply(X, chunk_score_samples)
+
+    def score(self, X, y=None):
+        """Mean per-row log-likelihood of X (a float)."""
+        scores = self.score_samples(X)
+        return float(scores.mean().compute() if isinstance(scores, da.Array) else scores.mean())
+
+    def predict(self, X):
+        """Most probable component of each row of X (int64 labels)."""
+        return self._apply(X, chunk_predict, dtype=np.int64)
+
+    def predict_proba(self, X):
+        """Posterior probability of each component for each row of X."""
+        return self._apply(X, chunk_predict_proba, n_columns=self.n_components)
+
+    def bic(self, X):
+        """Bayesian information criterion on X; lower is better."""
+        return -2 * self.score(X) * X.shape[0] + self._n_parameters() * math.log(X.shape[0])
+
+    def aic(self, X):
+        """Akaike information criterion on X; lower is better."""
+        return -2 * self.score(X) * X.shape[0] + 2 * self._n_parameters()
+
+    def sample(self, n_samples=1):
+        """Draw samples from the fitted mixture, grouped by component.
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,)
+            Component of each sample.
+        """
+        check_is_fitted(self)
+        if n_samples < 1:
+            raise ValueError(
+                "Invalid value for 'n_samples': %d . The sampling requires at "
+                "least one sample." % (self.n_components)
+            )
+        _, n_features = self.means_.shape
+        rng = check_random_state(self.random_state)
+        counts = rng.multinomial(n_samples, self.weights_ / self.weights_.sum())
+        cov = self.covariance_type
+        parts = []
+        for k, (mean, count) in enumerate(zip(self.means_, counts)):
+            if cov in ("full", "tied"):
+                sigma = self.covariances_[k] if cov == "full" else self.covariances_
+                parts.append(rng.multivariate_normal(mean, sigma, int(count)))
+            else:
+                scale = np.sqrt(self.covariances_[k])
+                parts.append(mean + rng.standard_normal(size=(count, n_features)) * scale)
+        y = np.concatenate([np.full(int(c), k, dtype=np.int64) for k, c in enumerate(counts)])
+        return np.vstack(parts), y
+
+    # ------------------------------------------------------------- verbose
+
+    def _print_verbose_msg_init_beg(self, n_init):
+        if self.verbose == 1:
+            print("Initialization %d" % n_init)
+        elif self.verbose >= 2:
+            print("Initialization %d" % n_init)
+
+    def _print_verbose_msg_iter_end(self, n_iter, diff_ll, start):
+        if n_iter % self.verbose_interval == 0:
+            if self.verbose == 1:
+                print("  Iteration %d" % n_iter)
+            elif self.verbose >= 2:
+                print("  Iteration %d\t time lapse %.5fs\t ll change %.5f"
+                      % (n_iter, time.perf_counter() - start, diff_ll))
+
+    def _print_verbose_msg_init_end(self, lb, converged, start):
+        word = "converged" if converged else "did not converge"
+        if self.verbose == 1:
+            print("Initialization %s." % word)
+        elif self.verbose >= 2:
+            print("Initialization %s. time lapse %.5fs\t lower bound %.5f."
+                  % (word, time.perf_counter() - start, lb))
+
+
+def _checked(func):
+    """Wrap a per-chunk function so that NaN or infinity in a chunk is an error."""
+    def checked(block, kp, block_info=None):
+        finite = np.isfinite(block)
+        if not finite.all():
+            bad = np.flatnonzero(~finite.all(axis=1))
+            start = block_info[0]["array-location"][0][0] if block_info else 0
+            n_nan = int(np.isnan(block).sum())
+            raise ValueError(
+                nonfinite_message(n_nan, int((~finite).sum()) - n_nan, start + bad[0], block.dtype)
+            )
+        return func(block, kp)
+    checked.__name__ = func.__name__
+    return checked
