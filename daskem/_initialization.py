@@ -33,10 +33,12 @@ def row_uniforms(seed, start, n_rows, n_cols=1):
     """
     idx = (np.arange(start, start + n_rows, dtype=np.uint64)[:, None] * np.uint64(n_cols)
            + np.arange(n_cols, dtype=np.uint64)[None, :])
-    x = idx + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    x = x ^ (x >> np.uint64(31))
+    # uint64 arithmetic wraps around by design here
+    with np.errstate(over="ignore"):
+        x = idx + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
     # 53 random bits, shifted off zero so that log(u) is finite
     return ((x >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
 

@@ -1,0 +1,19 @@
+"""Shared test data."""
+
+import numpy as np
+import pytest
+
+
+def make_blobs(n=900, seed=0, dtype=np.float64, offset=0.0):
+    """Three well-separated, differently shaped Gaussian clusters in 3-D."""
+    rng = np.random.RandomState(seed)
+    a = rng.randn(n // 3, 3) + [0, 0, 0]
+    b = rng.randn(n // 3, 3) @ np.array([[1.0, 0.6, 0.0], [0.0, 0.5, 0.2], [0.0, 0.0, 0.7]]) + [5, 5, 5]
+    c = rng.randn(n - 2 * (n // 3), 3) * [1.0, 2.0, 0.5] + [-4, 6, 0]
+    X = np.vstack([a, b, c]) + offset
+    return X[rng.permutation(len(X))].astype(dtype)
+
+
+@pytest.fixture
+def blobs():
+    return make_blobs()
