@@ -84,7 +84,8 @@ def read(
         Rows per chunk. For Zarr it is rounded to a whole number of stored
         chunks (shards when sharded), for Parquet chunks are made of whole row
         groups. By default chunks are sized near `chunk_bytes`, except that a
-        Dask array keeps its row chunks.
+        Dask array keeps its row chunks (unless they exceed `chunk_bytes` once
+        its column blocks are merged).
     storage_options : dict, optional
         Passed to fsspec (and Zarr) for URLs.
     component : str, optional
@@ -204,8 +205,11 @@ def _from_dask_array(x, chunks, chunk_bytes, what):
     if chunks is not None:
         x = x.rechunk({0: chunks, 1: -1})
     elif len(x.chunks[1]) > 1:
-        # Merging column blocks multiplies chunk size; re-size rows to stay near chunk_bytes.
-        x = x.rechunk({0: _rows_per_chunk(x.shape[1], dtype, chunk_bytes), 1: -1})
+        # Keep the caller's row chunks unless merging column blocks makes them too big.
+        if max(x.chunks[0]) * x.shape[1] * dtype.itemsize > chunk_bytes:
+            x = x.rechunk({0: _rows_per_chunk(x.shape[1], dtype, chunk_bytes), 1: -1})
+        else:
+            x = x.rechunk({1: -1})
     return x.astype(dtype) if x.dtype != dtype else x
 
 
