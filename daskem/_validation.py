@@ -21,7 +21,9 @@ def is_dask_collection(X):
 
 
 def _dataframe_to_array(df, estimator_name):
-    bad = [str(c) for c, t in df.dtypes.items() if not (np.issubdtype(t, np.number) or t == bool)]
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    bad = [str(c) for c, t in df.dtypes.items() if not (is_numeric_dtype(t) or is_bool_dtype(t))]
     if bad:
         raise ValueError(
             "%s requires numeric columns; these are not numeric: %s"
