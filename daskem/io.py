@@ -111,6 +111,12 @@ def read(
     ValueError
         Not 2-D, empty, a missing column or Zarr array, or a path whose
         format cannot be recognised.
+
+    Notes
+    -----
+    Known chunk sizes sometimes cost a pass: over a Dask array with unknown
+    chunk sizes, and over a Dask DataFrame whose partition lengths are not
+    known. Zarr, Parquet (footers only) and .npy sources need no pass.
     """
     if chunks is not None and (
         not isinstance(chunks, (int, np.integer)) or isinstance(chunks, bool) or chunks < 1
@@ -142,7 +148,8 @@ def read(
     if (dd is not None and isinstance(source, dd.Series)) or (
         pd is not None and isinstance(source, pd.Series)
     ):
-        raise ValueError(f"expected 2-D data (samples x features), got a 1-D Series of length {len(source)}")
+        # No len(): on a Dask Series it would compute.
+        raise ValueError("expected 2-D data (samples x features), got a 1-D Series; use series.to_frame()")
 
     if isinstance(source, (np.ndarray, da.Array)):
         _no_columns(columns, "an array")
@@ -167,6 +174,8 @@ def _float_dtype(dtype, what):
         return np.dtype(np.float32) if dtype.itemsize <= 4 else np.dtype(np.float64)
     if dtype.kind in "iub":
         return np.dtype(np.float64)
+    if dtype.kind == "c":
+        raise TypeError(f"{what} has complex dtype {dtype}; only integer, boolean and float data can be used")
     raise TypeError(f"{what} has non-numeric dtype {dtype}; only integer, boolean and float data can be used")
 
 
@@ -221,7 +230,8 @@ def _select_frame_columns(columns, all_columns, dtypes, what):
         columns = list(all_columns)
     else:
         columns = list(columns)
-        missing = [c for c in columns if c not in set(all_columns)]
+        available = set(all_columns)
+        missing = [c for c in columns if c not in available]
         if missing:
             raise ValueError(f"column(s) {missing} not found in {what}; available: {list(all_columns)}")
     bad = [
@@ -764,16 +774,18 @@ def write_zarr(array, target, storage_options=None, overwrite=False, name=None):
     import zarr
 
     x = _as_output(array)
-    if any(math.isnan(c) for c in x.chunks[0]):
-        x = x.compute_chunk_sizes()
-    rows = x.chunks[0]
-    # Zarr needs regular chunks, and each Dask chunk must fill whole Zarr chunks so
-    # no two tasks write the same stored chunk.
-    if len(rows) > 1 and (len(set(rows[:-1])) > 1 or rows[-1] > rows[0]):
-        x = x.rechunk({0: max(rows)})
-    zarr_chunks = (max(x.chunks[0][0], 1),) + x.shape[1:]
 
     def write(fs, tmp):
+        nonlocal x
+        if any(math.isnan(c) for c in x.chunks[0]):
+            # Inside write(): only after the target check, as this computes.
+            x = x.compute_chunk_sizes()
+        rows = x.chunks[0]
+        # Zarr needs regular chunks, and each Dask chunk must fill whole Zarr chunks so
+        # no two tasks write the same stored chunk.
+        if len(rows) > 1 and (len(set(rows[:-1])) > 1 or rows[-1] > rows[0]):
+            x = x.rechunk({0: max(rows)})
+        zarr_chunks = (max(x.chunks[0][0], 1),) + x.shape[1:]
         if _is_local(fs):
             store, options = tmp, {}
         else:

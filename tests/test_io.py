@@ -333,6 +333,11 @@ def test_read_numpy_strings_are_non_numeric():
         read(np.array([["a", "b"]]))
 
 
+def test_read_complex_data_is_rejected():
+    with pytest.raises(TypeError, match="complex dtype"):
+        read(np.ones((2, 2), dtype=complex))
+
+
 @pytest.mark.parametrize("shape", [(5,), (2, 3, 4)])
 def test_read_numpy_wrong_ndim_gives_shape(shape):
     with pytest.raises(ValueError, match=r"2-D.*" + str(shape).replace("(", r"\(").replace(")", r"\)")):
@@ -547,6 +552,22 @@ def test_write_zarr_existing_target_not_clobbered_and_nothing_computed(tmp_path,
         write_zarr(x, tmp_path / "out.zarr")
     assert calls == []
     np.testing.assert_array_equal(zarr.open_array(str(tmp_path / "out.zarr"))[:], data)
+
+
+def test_write_zarr_existing_target_checked_before_computing_chunk_sizes(tmp_path, data):
+    make_zarr(tmp_path / "out.zarr", data, chunks=(10, 3))
+    calls = []
+
+    def record(block):
+        calls.append(block.shape)
+        return block
+
+    x = da.from_array(data, chunks=(10, 3)).map_blocks(record)
+    x = x[x[:, 0] > 5]  # unknown chunk sizes: writing them needs a pass
+    calls.clear()
+    with pytest.raises(FileExistsError):
+        write_zarr(x, tmp_path / "out.zarr")
+    assert calls == []
 
 
 def test_write_zarr_overwrite_replaces_target(tmp_path, data):
