@@ -1,26 +1,22 @@
 """The EM loop: one pass over the chunks per iteration, a tree reduction, the M-step.
 
-An iteration maps :func:`daskem._kernels.chunk_statistics` over the row chunks
-of a Dask array, adds the flat statistics vectors with Dask's own tree
-reduction (``split_every``), and turns the sum into new parameters on the
-client. The parameters enter each iteration's graph as a single key.
+An iteration asks for :func:`daskem._kernels.chunk_statistics` on every row
+chunk (see :mod:`daskem._passes`: the flat statistics vectors are added up by
+Dask's own tree reduction, and the parameters enter the graph as a single
+key), then turns the sum into new parameters on the client.
 """
 
 import dataclasses
 import time
 
-import dask
-import dask.array as da
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from ._covariance import (
     covariances_from_statistics,
     precision_cholesky,
 )
 from ._kernels import StatisticsLayout, chunk_statistics, kernel_parameters
-
-SPLIT_EVERY = 16
+from ._passes import PassRequest
 
 
 @dataclasses.dataclass
@@ -48,46 +44,18 @@ class EMResult:
     seconds: list
 
 
-def blas_limits(X):
-    """Keep BLAS single-threaded while Dask runs several chunks at once.
-
-    Dask's threads already use the cores; BLAS threads on top of them would
-    oversubscribe. A single chunk gets the BLAS threads instead.
-    """
-    if X.numblocks[0] > 1:
-        return threadpool_limits(limits=1, user_api="blas")
-    return threadpool_limits(limits=None)
+def _statistics_func(block, ctx, row_start, sample_weight):
+    return chunk_statistics(block, ctx, ctx["layout"], sample_weight)[0]
 
 
-def statistics_graph(X, kp, layout, sample_weight=None, split_every=SPLIT_EVERY):
-    """The lazy sum of every chunk's statistics: a 1-D Dask array of layout.size.
-
-    ``kp`` is wrapped in one delayed key that all chunk tasks share.
-    """
-    params_key = dask.delayed(dict(kp, layout=layout), pure=True, traverse=False)
-    args = [X, params_key]
-    if sample_weight is not None:
-        args.append(sample_weight)
-    per_chunk = da.map_blocks(
-        _chunk_statistics_task,
-        *args,
-        chunks=(1, layout.size),
-        dtype=np.float64,
-        meta=np.empty((0, 0), dtype=np.float64),
+def statistics_request(parameters, covariance_type, shift, dtype):
+    """The pass request for one E-step under ``parameters``: summed statistics."""
+    layout = StatisticsLayout(covariance_type, *parameters.means.shape)
+    kp = kernel_parameters(
+        parameters.weights, parameters.means, parameters.precisions_cholesky,
+        covariance_type, shift, dtype,
     )
-    return per_chunk.sum(axis=0, split_every=split_every)
-
-
-def _chunk_statistics_task(block, kp, sample_weight=None):
-    return chunk_statistics(block, kp, kp["layout"], sample_weight)
-
-
-def compute_statistics(X, kp, layout, sample_weight=None, split_every=SPLIT_EVERY):
-    """Run one pass over X and return the summed statistics vector."""
-    total = statistics_graph(X, kp, layout, sample_weight, split_every)
-    with blas_limits(X):
-        (vector,) = dask.compute(total)
-    return vector
+    return PassRequest(_statistics_func, dict(kp, layout=layout), layout.size), layout
 
 
 def m_step(stats, layout, shift, reg_covar, eps, float32=False, normalise=True, n_samples=None):
@@ -127,8 +95,7 @@ def m_step(stats, layout, shift, reg_covar, eps, float32=False, normalise=True, 
     return MixtureParameters(weights, shifted_means + shift, covariances, prec_chol)
 
 
-def run_em(
-    X,
+def em_steps(
     parameters,
     *,
     covariance_type,
@@ -136,28 +103,31 @@ def run_em(
     reg_covar,
     tol,
     max_iter,
+    dtype,
     lower_bound=-np.inf,
-    sample_weight=None,
-    split_every=SPLIT_EVERY,
     on_iteration=None,
     history=None,
 ):
-    """Iterate EM from ``parameters`` until the per-sample log-likelihood settles.
+    """EM from ``parameters`` until the per-sample log-likelihood settles.
 
-    Each iteration is one pass: the E-step under the current parameters gives
-    both the statistics and the mean log-likelihood used for the convergence
-    test (so, as in scikit-learn, the lower bound of iteration t belongs to
-    the parameters before its M-step).
+    A step generator for :func:`daskem._passes.drive`: each iteration yields
+    one statistics request (one pass over the data) and runs the M-step on
+    the summed result. The E-step under the current parameters gives both
+    the statistics and the mean log-likelihood used for the convergence test
+    (so, as in scikit-learn, the lower bound of iteration t belongs to the
+    parameters before its M-step).
 
     Parameters
     ----------
-    X : dask.array.Array (n, d), row-chunked
     parameters : MixtureParameters
-    covariance_type, shift, reg_covar, tol, max_iter
+    covariance_type, reg_covar, tol, max_iter
         As in :class:`daskem.GaussianMixture`.
+    shift : ndarray (d,)
+        Fixed centre subtracted from the data in the kernels.
+    dtype : numpy dtype
+        The data's dtype.
     lower_bound : float
         Bound to measure the first change against (warm start).
-    sample_weight : dask.array.Array (n, 1), optional
     on_iteration : callable, optional
         Called as ``on_iteration(n_iter, lower_bound, change, parameters,
         seconds)`` after each M-step, e.g. for progress or checkpoints.
@@ -169,22 +139,16 @@ def run_em(
     -------
     EMResult
     """
-    n_features = X.shape[1]
-    n_components = parameters.means.shape[0]
-    layout = StatisticsLayout(covariance_type, n_components, n_features)
-    float32 = X.dtype == np.float32
-    eps = np.finfo(X.dtype).eps
+    float32 = np.dtype(dtype) == np.float32
+    eps = np.finfo(dtype).eps
     lower_bounds, seconds = ([], []) if history is None else (list(history[0]), list(history[1]))
     converged = False
     n_iter = len(lower_bounds)
     for n_iter in range(len(lower_bounds) + 1, max_iter + 1):
         start = time.perf_counter()
         prev = lower_bound
-        kp = kernel_parameters(
-            parameters.weights, parameters.means, parameters.precisions_cholesky,
-            covariance_type, shift, X.dtype,
-        )
-        stats = compute_statistics(X, kp, layout, sample_weight, split_every)
+        request, layout = statistics_request(parameters, covariance_type, shift, dtype)
+        stats = yield request
         _, _, _, loglik_sum, total_weight = layout.unpack(stats)
         lower_bound = loglik_sum / total_weight
         parameters = m_step(stats, layout, shift, reg_covar, eps, float32)

@@ -5,8 +5,6 @@ scikit-learn's GaussianMixture behaves the same, with the extra detail that
 large data needs (how many bad values, and where the first one is).
 """
 
-import numbers
-
 import dask
 import dask.array as da
 import numpy as np
@@ -215,5 +213,43 @@ def check_n_samples(n_samples, n_components):
         )
 
 
-def is_integral(x):
-    return isinstance(x, numbers.Integral)
+def check_sample_weight(sample_weight, X):
+    """Validate row weights and return them as a Dask array (n, 1) chunked like X.
+
+    Weights must be one finite, non-negative number per row of X. Returns
+    None when no weights are given.
+    """
+    if sample_weight is None:
+        return None
+    n_samples = X.shape[0]
+    if is_dask_collection(sample_weight):
+        w = sample_weight
+        if hasattr(w, "to_dask_array"):
+            w = w.to_dask_array(lengths=True)
+        if any(np.isnan(c) for c in w.chunks[0]):
+            w = w.compute_chunk_sizes()
+    else:
+        w = np.asarray(sample_weight)
+        if w.ndim == 0:
+            w = np.full(n_samples, float(w))
+    if w.ndim != 1 or w.shape[0] != n_samples:
+        raise ValueError(
+            "sample_weight.shape == %s, expected (%d,)!" % (tuple(w.shape), n_samples)
+        )
+    if not np.issubdtype(w.dtype, np.number) or np.issubdtype(w.dtype, np.complexfloating):
+        raise ValueError("sample_weight must be numeric; got dtype %s" % w.dtype)
+    w = w.astype(np.float64)
+    if isinstance(w, np.ndarray):
+        n_negative, n_nonfinite = int((w < 0).sum()), int((~np.isfinite(w)).sum())
+        w = da.from_array(w, chunks=(X.chunks[0],), name=False)
+    else:
+        w = w.rechunk((X.chunks[0],))
+        n_negative, n_nonfinite = (int(v) for v in dask.compute((w < 0).sum(), (~da.isfinite(w)).sum()))
+    if n_nonfinite:
+        raise ValueError("sample_weight contains %d NaN or infinite values." % n_nonfinite)
+    if n_negative:
+        raise ValueError(
+            "Negative values in data passed to `sample_weight`: %d weights are negative."
+            % n_negative
+        )
+    return w[:, None]

@@ -17,8 +17,9 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from . import _covariance
-from ._em import EMResult, MixtureParameters, SPLIT_EVERY, run_em
-from ._initialization import initial_parameters
+from ._em import EMResult, MixtureParameters, em_steps
+from ._initialization import initialization_steps
+from ._passes import drive
 from ._kernels import (
     chunk_predict,
     chunk_predict_proba,
@@ -30,6 +31,7 @@ from ._validation import (
     check_means_init,
     check_n_samples,
     check_precisions_init,
+    check_sample_weight,
     check_weights_init,
     data_summary,
     is_dask_collection,
@@ -39,6 +41,16 @@ from ._validation import (
 logger = logging.getLogger("daskem")
 
 INIT_METHODS = ("k-means||", "kmeans", "k-means++", "random", "random_from_data")
+
+
+@dataclasses.dataclass
+class FitData:
+    """Validated data of a fit: the row-chunked array, its fixed shift, weights."""
+
+    X: object
+    shift: np.ndarray
+    sample_weight: object
+    total_weight: float
 
 
 @dataclasses.dataclass
@@ -191,34 +203,38 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, sample_weight=None):
         """Estimate the parameters with the EM algorithm.
 
         Parameters
         ----------
         X : array-like, Dask array or Dask DataFrame of shape (n_samples, n_features)
         y : Ignored
+        sample_weight : array-like or Dask array of shape (n_samples,), optional
+            Non-negative row weights. Integer weights fit like repeated rows,
+            zero weights like dropped rows.
 
         Returns
         -------
         self : GaussianMixture
         """
-        self._fit(X)
+        self._fit(X, sample_weight=sample_weight)
         return self
 
-    def fit_predict(self, X, y=None):
+    def fit_predict(self, X, y=None, sample_weight=None):
         """Fit, then return the most probable component of each row of X.
 
         Equal to ``fit(X).predict(X)``; lazy for Dask input.
         """
-        return self.fit(X).predict(X)
+        return self.fit(X, sample_weight=sample_weight).predict(X)
 
-    def _fit(self, X, on_iteration=None, on_state=None, resume=None):
+    def _fit(self, X, sample_weight=None, on_iteration=None, on_state=None, resume=None):
         """Fit, restoring the estimator's previous state if anything fails.
 
         Parameters
         ----------
         X : array-like, Dask array or Dask DataFrame
+        sample_weight : array-like or Dask array, optional
         on_iteration : callable, optional
             ``on_iteration(n_iter, lower_bound, change, parameters, seconds)``
             after each EM iteration (progress displays).
@@ -232,14 +248,22 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self._validate_params()
         previous_state = dict(self.__dict__)
         try:
-            return self._fit_unchecked(X, on_iteration, on_state, resume)
+            data = self._prepare_fit_data(X, sample_weight)
+            steps = self._fit_steps(data, on_iteration, on_state, resume)
+            (result,) = drive(data.X, [steps], data.sample_weight)
+            self._set_fit_result(result)
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(previous_state)
             raise
+        return self
 
-    def _prepare_fit_data(self, X):
-        """Validated row-chunked Dask array, the fixed shift, and the data dtype."""
+    def _prepare_fit_data(self, X, sample_weight=None):
+        """Validate X (and weights), find the fixed shift, apply the cache policy.
+
+        Sets ``n_features_in_`` (and ``feature_names_in_``) as scikit-learn's
+        validation does.
+        """
         if is_dask_collection(X):
             Xd, _, names = as_dask_array(X, type(self).__name__, ensure_min_samples=2)
             self.n_features_in_ = Xd.shape[1]
@@ -249,6 +273,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 del self.feature_names_in_
             check_n_samples(Xd.shape[0], self.n_components)
             self._check_initial_parameters(Xd.shape[1])
+            weights = check_sample_weight(sample_weight, Xd)
             shift = data_summary(Xd)
         else:
             Xn = validate_data(
@@ -258,7 +283,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             self._check_initial_parameters(Xn.shape[1])
             shift = np.mean(Xn, axis=0, dtype=np.float64)
             Xd, _, _ = as_dask_array(Xn, type(self).__name__)
-        return Xd, shift
+            weights = check_sample_weight(sample_weight, Xd)
+        total_weight = Xd.shape[0] if weights is None else float(weights.sum().compute())
+        if total_weight <= 0:
+            raise ValueError("sample_weight sums to zero: no row carries any weight.")
+        return FitData(self._cache(Xd), shift, weights, total_weight)
 
     def _check_initial_parameters(self, n_features):
         k = self.n_components
@@ -270,14 +299,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             else check_precisions_init(self.precisions_init, self.covariance_type, k, n_features)
         )
 
-    def _initialize(self, X, shift, rng):
-        """Initial parameters: from the data, overridden by user-given ones."""
-        n_samples = X.shape[0]
+    def _initialization_steps(self, data, rng):
+        """Step generator: initial parameters, user-given ones overriding."""
         given = (self._weights_init, self._means_init, self._precisions_init)
         if any(p is None for p in given):
-            params = initial_parameters(
-                X, self.init_params, self.n_components, self.covariance_type,
-                shift, self.reg_covar, rng, n_samples,
+            params = yield from initialization_steps(
+                self.init_params, data.X.shape, self.n_components, self.covariance_type,
+                data.shift, self.reg_covar, rng, data.X.dtype, data.total_weight,
+                weighted=data.sample_weight is not None,
             )
         else:
             params = MixtureParameters(None, None, None, None)
@@ -302,9 +331,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         logger.info("data cache: %s (%s)", "persisted" if persist else "streamed", reason)
         return X.persist() if persist else X
 
-    def _fit_unchecked(self, X, on_iteration, on_state, resume):
-        X, shift = self._prepare_fit_data(X)
-        X = self._cache(X)
+    def _fit_steps(self, data, on_iteration=None, on_state=None, resume=None):
+        """Step generator of a whole fit: every initialisation and its EM run.
+
+        Returns the best EMResult. Runs under :func:`daskem._passes.drive`,
+        alone (``fit``) or beside other models (``select_model``).
+        """
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         n_init = self.n_init if do_init else 1
         rng = check_random_state(self.random_state)
@@ -320,7 +352,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 params, lower_bound = resume.parameters, resume.lower_bound
                 history = (resume.lower_bounds, resume.seconds)
             elif do_init:
-                params = self._initialize(X, shift, rng)
+                params = yield from self._initialization_steps(data, rng)
                 lower_bound = -np.inf
             else:
                 params = MixtureParameters(*self._get_parameters())
@@ -335,16 +367,20 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 result = EMResult(params, lower_bound, list(resume.lower_bounds),
                                   len(resume.lower_bounds), True, list(resume.seconds))
             else:
-                result = run_em(
-                    X, params,
-                    covariance_type=self.covariance_type, shift=shift,
+                result = yield from em_steps(
+                    params,
+                    covariance_type=self.covariance_type, shift=data.shift,
                     reg_covar=self.reg_covar, tol=self.tol, max_iter=self.max_iter,
-                    lower_bound=lower_bound, split_every=SPLIT_EVERY, history=history,
+                    dtype=data.X.dtype, lower_bound=lower_bound, history=history,
                     on_iteration=self._iteration_hook(on_iteration, on_state, state, start),
                 )
             self._print_verbose_msg_init_end(result.lower_bound, result.converged, start)
             if best is None or result.lower_bound > best.lower_bound or best.lower_bound == -np.inf:
                 best = result
+        return best
+
+    def _set_fit_result(self, best):
+        """Set the fitted attributes from the best run (warning if not converged)."""
         if not best.converged and self.max_iter > 0:
             warnings.warn(
                 "Best performing initialization did not converge. "
@@ -360,7 +396,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.iteration_seconds_ = list(best.seconds)
         for name in ("_weights_init", "_means_init", "_precisions_init"):
             self.__dict__.pop(name, None)
-        return self
 
     def _iteration_hook(self, on_iteration, on_state, state, start):
         def hook(n_iter, lower_bound, change, params, seconds):

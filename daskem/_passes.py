@@ -1,0 +1,201 @@
+"""Passes over the data, shared by every computation that needs one.
+
+Each step of daskem that reads the data (an EM iteration, a k-means|| round,
+a Lloyd step) is written as a generator that *yields a request* and receives
+its result. :func:`drive` runs any number of such generators together: in
+each round it evaluates the requests of all of them in a single pass over the
+chunks, so that a grid of models (``select_model``) reads every chunk once per
+iteration, and a single fit runs through exactly the same code.
+
+Two kinds of requests:
+
+* :class:`PassRequest`: a per-chunk function whose results are combined over
+  all chunks by Dask's tree reduction, either added up (sufficient
+  statistics) or merged by keeping the rows with the largest keys (weighted
+  sampling without replacement).
+* :class:`RowsRequest`: a few rows by global index (initial centres); all
+  pending ones are fetched together, reading only the chunks that hold them.
+"""
+
+import dataclasses
+import functools
+
+import dask
+import dask.array as da
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+SPLIT_EVERY = 16
+
+
+@dataclasses.dataclass
+class PassRequest:
+    """One per-chunk computation to run in the next pass.
+
+    Attributes
+    ----------
+    func : callable
+        ``func(block, ctx, row_start, sample_weight)`` returning a 1-D float64
+        vector of length ``size`` (``sample_weight`` is None or (n,)).
+    ctx : dict
+        Parameters of ``func``; shipped once per pass as part of one key.
+    size : int
+        Length of the vector ``func`` returns.
+    top : int
+        0: vectors add up over chunks. n > 0: the vector is n rows of
+        ``size // n`` values whose first column is a key; merging keeps the
+        n rows with the largest keys. The result is then that (n, width)
+        array.
+    """
+
+    func: object
+    ctx: dict
+    size: int
+    top: int = 0
+
+
+@dataclasses.dataclass
+class RowsRequest:
+    """Rows of the data by global index, returned as a float64 array."""
+
+    indices: np.ndarray
+
+
+def blas_limits(X):
+    """Keep BLAS single-threaded while Dask runs several chunks at once.
+
+    Dask's threads already use the cores; BLAS threads on top of them would
+    oversubscribe. A single chunk gets the BLAS threads instead.
+    """
+    if X.numblocks[0] > 1:
+        return threadpool_limits(limits=1, user_api="blas")
+    return threadpool_limits(limits=None)
+
+
+def _evaluate(block, requests, sample_weight=None, block_info=None):
+    start = block_info[0]["array-location"][0][0] if block_info else 0
+    w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+    parts = [r.func(block, r.ctx, start, w) for r in requests]
+    return np.concatenate(parts)[None, :]
+
+
+def _combine(x, axis=None, keepdims=True, segments=()):
+    """Merge stacked per-chunk vectors segment by segment (associative)."""
+    x = np.atleast_2d(x)
+    out = []
+    for lo, hi, top in segments:
+        part = x[:, lo:hi]
+        if not top:
+            out.append(part.sum(axis=0))
+            continue
+        rows = part.reshape(-1, (hi - lo) // top)
+        best = np.argsort(-rows[:, 0], kind="stable")[:top]
+        out.append(rows[best].reshape(-1))
+    return np.concatenate(out)[None, :]
+
+
+def run_pass(X, requests, sample_weight=None, split_every=SPLIT_EVERY):
+    """Evaluate ``requests`` in one pass over the row chunks of X.
+
+    Parameters
+    ----------
+    X : dask.array.Array (n, d), a single chunk along axis 1
+    requests : list of PassRequest
+    sample_weight : dask.array.Array (n, 1), optional
+        Chunked like X's rows.
+    split_every : int
+        Fan-in of the tree reduction.
+
+    Returns
+    -------
+    list
+        One result per request: the summed vector, or the (top, width) rows.
+    """
+    offsets = np.concatenate([[0], np.cumsum([r.size for r in requests])])
+    segments = tuple((int(offsets[i]), int(offsets[i + 1]), r.top) for i, r in enumerate(requests))
+    key = dask.delayed(list(requests), pure=True, traverse=False)
+    args = [X, key] + ([] if sample_weight is None else [sample_weight])
+    per_chunk = da.map_blocks(
+        _evaluate, *args, chunks=(1, int(offsets[-1])), dtype=np.float64,
+        meta=np.empty((0, 0), dtype=np.float64),
+    )
+    combine = functools.partial(_combine, segments=segments)
+    total = da.reduction(
+        per_chunk, chunk=lambda x, axis, keepdims: x, combine=combine, aggregate=combine,
+        axis=0, keepdims=True, dtype=np.float64, split_every=split_every,
+        concatenate=True, output_size=int(offsets[-1]), meta=np.empty((0, 0)),
+    )
+    with blas_limits(X):
+        (vector,) = dask.compute(total)
+    vector = np.asarray(vector).reshape(-1)
+    results = []
+    for lo, hi, top in segments:
+        part = vector[lo:hi]
+        results.append(part.reshape(top, -1) if top else part)
+    return results
+
+
+def fetch_rows(X, indices):
+    """Rows of X at the given global indices, in the given order (float64)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    if len(indices) == 0:
+        return np.empty((0, X.shape[1]))
+    order = np.argsort(indices, kind="stable")
+    unique, inverse = np.unique(indices[order], return_inverse=True)
+    (rows,) = dask.compute(X[unique])
+    out = np.empty((len(indices), X.shape[1]))
+    out[order] = np.asarray(rows, dtype=np.float64)[inverse]
+    return out
+
+
+def drive(X, steps, sample_weight=None, split_every=SPLIT_EVERY, on_error="raise"):
+    """Run step generators together, one pass per round for all of them.
+
+    Parameters
+    ----------
+    X : dask.array.Array
+    steps : list of generators
+        Each yields PassRequest or RowsRequest objects, receives their
+        results, and returns its final value.
+    sample_weight : dask.array.Array (n, 1), optional
+    on_error : {'raise', 'return'}
+        What to do when a generator raises: re-raise, or return the
+        exception object as that generator's result.
+
+    Returns
+    -------
+    list
+        Each generator's return value (or exception).
+    """
+    results = [None] * len(steps)
+    pending = {}
+
+    def advance(i, value):
+        try:
+            pending[i] = steps[i].send(value)
+        except StopIteration as stop:
+            pending.pop(i, None)
+            results[i] = stop.value
+        except Exception as exc:  # noqa: BLE001 - reported per step
+            pending.pop(i, None)
+            if on_error == "raise":
+                raise
+            results[i] = exc
+
+    for i in range(len(steps)):
+        advance(i, None)
+    while pending:
+        rows = {i: r for i, r in pending.items() if isinstance(r, RowsRequest)}
+        if rows:
+            wanted = np.concatenate([r.indices for r in rows.values()])
+            fetched = fetch_rows(X, wanted)
+            pos = 0
+            for i, r in rows.items():
+                advance(i, fetched[pos : pos + len(r.indices)])
+                pos += len(r.indices)
+            continue
+        order = list(pending)
+        outputs = run_pass(X, [pending[i] for i in order], sample_weight, split_every)
+        for i, out in zip(order, outputs):
+            advance(i, out)
+    return results
