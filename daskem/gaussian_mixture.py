@@ -471,10 +471,25 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         return self._apply(X, chunk_score_samples)
 
-    def score(self, X, y=None):
-        """Mean per-row log-likelihood of X (a float)."""
+    def _total_log_likelihood(self, X, sample_weight=None):
+        """(sum of w_i log p(x_i), sum of w_i) over the rows of X."""
         scores = self.score_samples(X)
-        return float(scores.mean().compute() if isinstance(scores, da.Array) else scores.mean())
+        if sample_weight is None:
+            total, n = scores.sum(), X.shape[0]
+        else:
+            w = sample_weight
+            if isinstance(scores, da.Array):
+                w = check_sample_weight(w, scores[:, None])[:, 0]
+            else:
+                w = np.asarray(check_sample_weight(w, da.from_array(scores[:, None])))[:, 0]
+            total, n = (scores * w).sum(), w.sum()
+        total, n = dask.compute(total, n)
+        return float(total), float(n)
+
+    def score(self, X, y=None, sample_weight=None):
+        """Mean per-row log-likelihood of X (weighted by ``sample_weight``)."""
+        total, n = self._total_log_likelihood(X, sample_weight)
+        return total / n
 
     def predict(self, X):
         """Most probable component of each row of X (int64 labels)."""
@@ -484,13 +499,19 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """Posterior probability of each component for each row of X."""
         return self._apply(X, chunk_predict_proba, n_columns=self.n_components)
 
-    def bic(self, X):
-        """Bayesian information criterion on X; lower is better."""
-        return -2 * self.score(X) * X.shape[0] + self._n_parameters() * math.log(X.shape[0])
+    def bic(self, X, sample_weight=None):
+        """Bayesian information criterion on X; lower is better.
 
-    def aic(self, X):
+        With ``sample_weight``, the log-likelihood is weighted and the sample
+        size is the total weight.
+        """
+        total, n = self._total_log_likelihood(X, sample_weight)
+        return -2 * total + self._n_parameters() * math.log(n)
+
+    def aic(self, X, sample_weight=None):
         """Akaike information criterion on X; lower is better."""
-        return -2 * self.score(X) * X.shape[0] + 2 * self._n_parameters()
+        total, _ = self._total_log_likelihood(X, sample_weight)
+        return -2 * total + 2 * self._n_parameters()
 
     def sample(self, n_samples=1):
         """Draw samples from the fitted mixture, grouped by component.
