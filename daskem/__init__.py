@@ -1,6 +1,7 @@
 """daskem: Gaussian mixture models by Expectation-Maximization on Dask."""
 
 from .gaussian_mixture import GaussianMixture
+from .selection import select_model
 
 __version__ = "0.1.0"
 
@@ -12,4 +13,4 @@ def load(path):
     return load_model(path)
 
 
-__all__ = ["GaussianMixture", "load", "__version__"]
+__all__ = ["GaussianMixture", "load", "select_model", "__version__"]
