@@ -16,7 +16,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from . import _covariance
+from . import _covariance, _online
 from ._em import EMResult, MixtureParameters, em_steps
 from ._initialization import initialization_steps
 from ._passes import drive
@@ -127,6 +127,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Persist the data in (cluster) memory for the fit. 'auto' persists
         when the data fit comfortably in the memory available and otherwise
         re-reads them from storage on every iteration.
+    algorithm : {'batch', 'online'}, default='batch'
+        'batch' is EM with one pass per iteration. 'online' is stepwise EM
+        (Cappe and Moulines 2009): an M-step after every batch of rows, for
+        data too large for many passes; ``max_iter`` then counts passes
+        (epochs) and ``tol`` applies to the mean log-likelihood of a pass.
+    batch_size : int, default=None
+        Rows per online batch (whole chunks are grouped up to at least this
+        many rows); None means one chunk per batch.
+    learning_decay : float in (0.5, 1], default=0.6
+        alpha in the online step size g_t = (t + learning_offset)^-alpha.
+    learning_offset : float, default=2.0
+        t0 in the online step size.
 
     Attributes
     ----------
@@ -164,6 +176,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         "verbose": ["verbose"],
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
         "cache": [StrOptions({"auto"}), "boolean"],
+        "algorithm": [StrOptions({"batch", "online"})],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "learning_decay": [Interval(Real, 0.5, 1.0, closed="right")],
+        "learning_offset": [Interval(Real, 0.0, None, closed="left")],
     }
 
     def __init__(
@@ -184,6 +200,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         verbose=0,
         verbose_interval=10,
         cache="auto",
+        algorithm="batch",
+        batch_size=None,
+        learning_decay=0.6,
+        learning_offset=2.0,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -200,10 +220,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.cache = cache
+        self.algorithm = algorithm
+        self.batch_size = batch_size
+        self.learning_decay = learning_decay
+        self.learning_offset = learning_offset
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, X, y=None, sample_weight=None):
+    def fit(self, X, y=None, sample_weight=None, algorithm=None, batch_size=None):
         """Estimate the parameters with the EM algorithm.
 
         Parameters
@@ -213,11 +237,19 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         sample_weight : array-like or Dask array of shape (n_samples,), optional
             Non-negative row weights. Integer weights fit like repeated rows,
             zero weights like dropped rows.
+        algorithm : {'batch', 'online'}, optional
+            Shortcut that sets the ``algorithm`` parameter before fitting.
+        batch_size : int, optional
+            Shortcut that sets the ``batch_size`` parameter before fitting.
 
         Returns
         -------
         self : GaussianMixture
         """
+        if algorithm is not None:
+            self.set_params(algorithm=algorithm)
+        if batch_size is not None:
+            self.set_params(batch_size=batch_size)
         self._fit(X, sample_weight=sample_weight)
         return self
 
@@ -249,8 +281,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         previous_state = dict(self.__dict__)
         try:
             data = self._prepare_fit_data(X, sample_weight)
-            steps = self._fit_steps(data, on_iteration, on_state, resume)
-            (result,) = drive(data.X, [steps], data.sample_weight)
+            if self.algorithm == "online":
+                result = self._fit_online(data, on_iteration)
+            else:
+                steps = self._fit_steps(data, on_iteration, on_state, resume)
+                (result,) = drive(data.X, [steps], data.sample_weight)
             self._set_fit_result(result)
         except BaseException:
             self.__dict__.clear()
@@ -378,6 +413,128 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             if best is None or result.lower_bound > best.lower_bound or best.lower_bound == -np.inf:
                 best = result
         return best
+
+    # --------------------------------------------------------------- online
+
+    def _fit_online(self, data, on_iteration=None):
+        """Stepwise EM over batches of whole chunks; returns the best EMResult."""
+        X, w = data.X, data.sample_weight
+        rng = check_random_state(self.random_state)
+        batches = _online.chunk_batches(X.chunks[0], self.batch_size or X.chunks[0][0])
+
+        def batch(i):
+            lo, hi = batches[i]
+            return X.blocks[lo:hi], None if w is None else w.blocks[lo:hi]
+
+        best = None
+        for init in range(self.n_init if not (self.warm_start and hasattr(self, "converged_")) else 1):
+            self._print_verbose_msg_init_beg(init)
+            start = time.perf_counter()
+            order = rng.permutation(len(batches))
+            if self.warm_start and hasattr(self, "_online_state"):
+                params = MixtureParameters(*self._get_parameters())
+                state, lower_bound = self._online_state, self.lower_bound_
+            else:
+                params = self._initialize_on(*batch(order[0]), data.shift, rng)
+                state, lower_bound = None, -np.inf
+            lower_bounds, seconds, converged, n_iter = [], [], False, 0
+            for n_iter in range(1, self.max_iter + 1):
+                tick = time.perf_counter()
+                if n_iter > 1:
+                    order = rng.permutation(len(batches))
+                loglik, weight = 0.0, 0.0
+                for i in order:
+                    params, state, batch_ll, batch_weight = self._online_update(
+                        *batch(i), params, state, data.shift
+                    )
+                    loglik += batch_ll * batch_weight
+                    weight += batch_weight
+                prev, lower_bound = lower_bound, loglik / weight
+                lower_bounds.append(lower_bound)
+                seconds.append(time.perf_counter() - tick)
+                self._print_verbose_msg_iter_end(n_iter, lower_bound - prev, start)
+                if on_iteration is not None:
+                    on_iteration(n_iter, lower_bound, lower_bound - prev, params, seconds[-1])
+                if abs(lower_bound - prev) < self.tol:
+                    converged = True
+                    break
+            result = EMResult(params, lower_bound, lower_bounds, n_iter, converged, seconds)
+            self._print_verbose_msg_init_end(lower_bound, converged, start)
+            if best is None or result.lower_bound > best.lower_bound or best.lower_bound == -np.inf:
+                best, self._online_state, self._online_shift = result, state, data.shift
+        return best
+
+    def _initialize_on(self, X, sample_weight, shift, rng):
+        """Initial parameters from one batch of rows."""
+        total = X.shape[0] if sample_weight is None else float(sample_weight.sum().compute())
+        batch = FitData(X, shift, sample_weight, total)
+        (params,) = drive(X, [self._initialization_steps(batch, rng)], sample_weight)
+        return params
+
+    def _online_update(self, X, sample_weight, params, state, shift):
+        """One stepwise-EM update from a batch: (parameters, state, mean ll, weight)."""
+        batch_stats, layout, weight = _online.batch_statistics(
+            X, sample_weight, params, self.covariance_type, shift
+        )
+        state = _online.update(state, batch_stats, layout, self.learning_offset, self.learning_decay)
+        params = _online.online_parameters(state, shift, self.reg_covar, X.dtype)
+        return params, state, layout.unpack(batch_stats)[3], weight
+
+    def partial_fit(self, X, y=None, sample_weight=None):
+        """One stepwise-EM update from a batch of rows.
+
+        The first call initialises the model from this batch (with
+        ``init_params``); each call then blends the batch's statistics into
+        the running ones with step (t + learning_offset)^-learning_decay and
+        runs the M-step. ``n_iter_`` counts the updates and ``lower_bound_``
+        is the mean log-likelihood of the last batch under the parameters
+        before its update.
+
+        Parameters
+        ----------
+        X : array-like or Dask array of shape (n_samples, n_features)
+        y : Ignored
+        sample_weight : array-like or Dask array of shape (n_samples,), optional
+
+        Returns
+        -------
+        self : GaussianMixture
+        """
+        self._validate_params()
+        previous_state = dict(self.__dict__)
+        try:
+            first = not hasattr(self, "means_")
+            if first:
+                data = self._prepare_fit_data(X, sample_weight)
+                self._online_shift = data.shift
+                rng = check_random_state(self.random_state)
+                params, state = self._initialize_on(data.X, data.sample_weight, data.shift, rng), None
+            else:
+                Xd = self._predict_input(X)
+                Xd = Xd if isinstance(Xd, da.Array) else as_dask_array(Xd, type(self).__name__)[0]
+                data_summary(Xd)
+                data = FitData(Xd, None, check_sample_weight(sample_weight, Xd), None)
+                if not hasattr(self, "_online_shift"):  # continuing a batch fit
+                    self._online_shift = self.weights_ @ self.means_ / np.sum(self.weights_)
+                params = MixtureParameters(*self._get_parameters())
+                state = getattr(self, "_online_state", None)
+            params, state, batch_ll, _ = self._online_update(
+                data.X, data.sample_weight, params, state, self._online_shift
+            )
+            self._set_parameters(params.as_tuple())
+            self._online_state = state
+            self.n_iter_ = state.n_updates
+            self.lower_bound_ = batch_ll
+            self.lower_bounds_ = ([] if first else list(self.lower_bounds_)) + [batch_ll]
+            self.iteration_seconds_ = []
+            self.converged_ = False
+            for name in ("_weights_init", "_means_init", "_precisions_init"):
+                self.__dict__.pop(name, None)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(previous_state)
+            raise
+        return self
 
     def _set_fit_result(self, best):
         """Set the fitted attributes from the best run (warning if not converged)."""
