@@ -5,7 +5,7 @@ daskem and dask-jobqueue installed and that the compute nodes share::
 
     pip install dask-jobqueue        # not a daskem dependency
     python deploy/slurm/slurm_cluster.py /shared/data/input.zarr --n-components 8 \\
-        --jobs 4 --out /shared/models/model.daskem
+        --jobs 4 --out /shared/models/model.npz
 
 Each Slurm job runs one Dask worker with ``--cores`` threads. Adjust the queue,
 account, walltime and memory to your site. The scheduler runs in this process

@@ -1,0 +1,372 @@
+"""daskem on a real multi-process Dask cluster on 127.0.0.1.
+
+A scheduler and workers run as separate processes (``dask scheduler`` /
+``dask worker`` with a scheduler file), as in deploy/slurm. The tests fit
+through the Python API and the CLI, kill a worker in the middle of a fit
+(results must equal an undisturbed run), and kill every worker (the fit must
+fail with a clear error when the scheduler has a no-workers timeout, or
+finish once a replacement worker joins when it has none).
+
+Workers run without a nanny so that SIGKILL really removes them. Every process
+is torn down in a ``finally``; servers listen on 127.0.0.1 only.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+from distributed import Client, get_task_stream
+from distributed.scheduler import NoWorkerError
+from sklearn.exceptions import ConvergenceWarning
+
+import daskem
+from daskem.io import read, write_zarr
+from conftest import make_blobs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHUNK_ROWS = 1000
+N_ROWS = 24_000
+FIT = dict(n_components=3, covariance_type="full", tol=0.0, max_iter=6, random_state=0)
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([REPO, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    # one BLAS thread per Dask thread, as in the deploy recipes
+    env.update(OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env.update(extra)
+    return env
+
+
+def _warm_imports(client):
+    """Import on every worker what the first fit would import anyway (seconds)."""
+    # a builtin, so nothing from this test module has to be importable there
+    client.run(exec, "import daskem._em, daskem._initialization, daskem._kernels, daskem.io, zarr")
+
+
+class RealCluster:
+    """A ``dask scheduler`` subprocess and ``dask worker`` subprocesses on 127.0.0.1."""
+
+    def __init__(self, directory, scheduler_env=None):
+        self.dir = str(directory)
+        os.makedirs(self.dir, exist_ok=True)
+        self.scheduler_file = os.path.join(self.dir, "scheduler.json")
+        self.workers = []
+        self._logs = []
+        self.scheduler = self._spawn(
+            "scheduler",
+            [sys.executable, "-m", "distributed.cli.dask_scheduler",
+             "--host", "127.0.0.1", "--port", "0",
+             "--scheduler-file", self.scheduler_file,
+             "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
+             "--idle-timeout", "600s"],
+            _env(**(scheduler_env or {})),
+        )
+        deadline = time.monotonic() + 60
+        while not self._scheduler_file_ready():
+            if self.scheduler.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the scheduler did not start:\n" + self.logs())
+            time.sleep(0.05)
+        with open(self.scheduler_file) as f:
+            self.address = json.load(f)["address"]
+        assert self.address.startswith("tcp://127.0.0.1:")
+
+    def _scheduler_file_ready(self):
+        try:
+            with open(self.scheduler_file) as f:
+                return "address" in json.load(f)
+        except (OSError, ValueError):
+            return False
+
+    def _spawn(self, name, args, env):
+        log = open(os.path.join(self.dir, f"{name}.log"), "w")
+        self._logs.append(log)
+        return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
+
+    def add_workers(self, n):
+        """Start n single-threaded workers (no nanny); return their Popen objects."""
+        new = []
+        for _ in range(n):
+            i = len(self.workers)
+            proc = self._spawn(
+                f"worker-{i}",
+                [sys.executable, "-m", "distributed.cli.dask_worker",
+                 "--scheduler-file", self.scheduler_file,
+                 "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                 "--host", "127.0.0.1", "--name", f"worker-{i}",
+                 "--local-directory", os.path.join(self.dir, f"worker-{i}"),
+                 "--death-timeout", "60"],
+                _env(),
+            )
+            self.workers.append(proc)
+            new.append(proc)
+        return new
+
+    def worker_address(self, client, proc):
+        """Address of the worker running in ``proc``."""
+        pids = client.run(os.getpid)
+        for addr, pid in pids.items():
+            if pid == proc.pid:
+                return addr
+        raise LookupError(f"no worker with pid {proc.pid} in {pids}")
+
+    def logs(self):
+        out = []
+        for log in self._logs:
+            log.flush()
+            with open(log.name) as f:
+                out.append(f"--- {os.path.basename(log.name)}\n{f.read()[-3000:]}")
+        return "\n".join(out)
+
+    def close(self):
+        procs = self.workers + [self.scheduler]
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        deadline = time.monotonic() + 5
+        for p in procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for log in self._logs:
+            log.close()
+
+
+def _connect(cluster, n_workers):
+    client = Client(cluster.address, timeout="30s")
+    try:
+        client.wait_for_workers(n_workers, timeout=90)
+        _warm_imports(client)
+    except BaseException:
+        client.close()
+        raise
+    return client
+
+
+@pytest.fixture(scope="module")
+def data_path(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("data") / "blobs.zarr")
+    X = make_blobs(N_ROWS, seed=3)
+    write_zarr(da.from_array(X, chunks=(CHUNK_ROWS, 3)), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def reference(data_path):
+    """An undisturbed fit with the local threaded scheduler, same chunking."""
+    with dask.config.set(scheduler="threads"):
+        return _fit(read(data_path, chunks=CHUNK_ROWS), cache=False)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """Scheduler + 2 workers shared by the tests below (victims are added per test)."""
+    c = RealCluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        c.add_workers(2)
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture(scope="module")
+def client(cluster):
+    with _connect(cluster, 2) as c:
+        yield c
+
+
+def _fit(X, on_iteration=None, **kwargs):
+    gm = daskem.GaussianMixture(**{**FIT, **kwargs})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # tol=0: runs max_iter iterations
+        gm._fit(X, on_iteration=on_iteration)
+    return gm
+
+
+def _assert_same_model(a, b, rtol=1e-12):
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=rtol, atol=0, err_msg=name)
+    np.testing.assert_allclose(a.lower_bounds_, b.lower_bounds_, rtol=rtol, atol=0)
+    assert a.n_iter_ == b.n_iter_
+
+
+# ---------------------------------------------------------------------------
+# Fitting on the cluster
+# ---------------------------------------------------------------------------
+
+
+def test_fit_through_python_api(cluster, client, data_path, reference):
+    X = read(data_path, chunks=CHUNK_ROWS)
+    with get_task_stream(client) as ts:
+        gm = _fit(X, cache=False)
+    workers_used = {t["worker"] for t in ts.data}
+    assert workers_used and workers_used <= set(client.scheduler_info()["workers"])
+    _assert_same_model(gm, reference)
+    assert gm.n_iter_ == FIT["max_iter"]
+
+    # the scheduler-file connection of deploy/slurm works the same way
+    with Client(scheduler_file=cluster.scheduler_file, set_as_default=False) as other:
+        assert other.scheduler.address == cluster.address
+
+
+def test_fit_cached_on_cluster(client, data_path, reference):
+    """cache=True persists the chunks on the workers; same result."""
+    gm = _fit(read(data_path, chunks=CHUNK_ROWS), cache=True)
+    _assert_same_model(gm, reference)
+
+
+# ---------------------------------------------------------------------------
+# Losing workers
+# ---------------------------------------------------------------------------
+
+
+class _Killer:
+    """Kill ``procs`` while the fit is running.
+
+    Armed by the iteration callback at ``at_iter``; waits (in a thread) until
+    one of the victims is processing tasks of the next iteration, then
+    SIGKILLs every victim, so chunks and partial sums held by them are lost.
+    """
+
+    def __init__(self, client, cluster, procs, at_iter=2):
+        self.client, self.procs, self.at_iter = client, procs, at_iter
+        self.addresses = [cluster.worker_address(client, p) for p in procs]
+        self.thread = None
+        self.killed_while_processing = None
+        self.killed_at = None
+
+    def __call__(self, n_iter, lower_bound, change, params, seconds):
+        if n_iter == self.at_iter and self.thread is None:
+            self.thread = threading.Thread(target=self._run, daemon=True)
+            self.thread.start()
+
+    def _run(self):
+        deadline = time.monotonic() + 5
+        busy = False
+        while time.monotonic() < deadline:
+            try:
+                processing = self.client.processing(workers=self.addresses)
+            except Exception:
+                break
+            if any(processing.get(a) for a in self.addresses):
+                busy = True
+                break
+            time.sleep(0.002)
+        for p in self.procs:
+            p.send_signal(signal.SIGKILL)
+        for p in self.procs:
+            p.wait()
+        self.killed_while_processing = busy
+        self.killed_at = time.monotonic()
+
+
+def test_worker_killed_mid_fit_gives_identical_result(cluster, client, data_path, reference):
+    """SIGKILL a worker during iteration 3 of a streaming fit (cache=False).
+
+    Its running tasks and the partial sums it held are lost; the scheduler
+    re-reads those chunks from the Zarr store on the other workers. The result
+    equals the undisturbed fit with the same chunking.
+    """
+    (victim,) = cluster.add_workers(1)
+    client.wait_for_workers(3, timeout=90)
+    _warm_imports(client)
+    killer = _Killer(client, cluster, [victim])
+    X = read(data_path, chunks=CHUNK_ROWS)
+
+    gm = _fit(X, on_iteration=killer, cache=False)
+
+    killer.thread.join(10)
+    assert victim.poll() == -signal.SIGKILL
+    assert killer.killed_while_processing, "the victim held no task when it was killed"
+    deadline = time.monotonic() + 10
+    while killer.addresses[0] in client.scheduler_info()["workers"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert killer.addresses[0] not in client.scheduler_info()["workers"]
+    _assert_same_model(gm, reference)
+
+
+def test_worker_killed_with_cached_data(cluster, client, data_path, reference):
+    """Persisted chunks lost with a worker are recomputed from the source."""
+    (victim,) = cluster.add_workers(1)
+    client.wait_for_workers(3, timeout=90)
+    _warm_imports(client)
+    killer = _Killer(client, cluster, [victim])
+
+    gm = _fit(read(data_path, chunks=CHUNK_ROWS), on_iteration=killer, cache=True)
+
+    killer.thread.join(10)
+    assert victim.poll() == -signal.SIGKILL
+    _assert_same_model(gm, reference)
+
+
+def test_all_workers_killed_fails_with_no_workers_timeout(tmp_path, data_path):
+    """With ``distributed.scheduler.no-workers-timeout`` set on the scheduler,
+    losing every worker fails the fit with NoWorkerError, and the estimator is
+    left as it was before ``fit``.
+
+    Without that setting the scheduler waits for workers forever (see the next
+    test), which is what deploy/README.md tells batch deployments to change.
+    """
+    c = RealCluster(tmp_path, scheduler_env={"DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT": "2s"})
+    try:
+        procs = c.add_workers(1)
+        with _connect(c, 1) as client:
+            killer = _Killer(client, c, procs)
+            gm = daskem.GaussianMixture(**FIT, cache=False)
+            start = time.monotonic()
+            with pytest.raises(NoWorkerError, match="without any running workers"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    gm._fit(read(data_path, chunks=CHUNK_ROWS), on_iteration=killer)
+            assert time.monotonic() - start < 60
+            assert all(p.poll() == -signal.SIGKILL for p in procs)
+            assert not hasattr(gm, "means_")  # nothing half-fitted
+    finally:
+        c.close()
+
+
+def test_all_workers_killed_then_replaced(tmp_path, data_path, reference):
+    """Without a no-workers timeout the fit waits; a new worker finishes it,
+    with the same result (what an orchestrator restarting workers gives)."""
+    c = RealCluster(tmp_path)
+    try:
+        procs = c.add_workers(1)
+        with _connect(c, 1) as client:
+            killer = _Killer(client, c, procs)
+            result = {}
+
+            def fit():
+                try:
+                    result["model"] = _fit(read(data_path, chunks=CHUNK_ROWS), on_iteration=killer, cache=False)
+                except BaseException as e:  # pragma: no cover - reported below
+                    result["error"] = e
+
+            thread = threading.Thread(target=fit, daemon=True)
+            thread.start()
+            deadline = time.monotonic() + 60
+            while killer.killed_at is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert killer.killed_at is not None, c.logs()
+            thread.join(3)
+            assert thread.is_alive(), "the fit should wait for workers, not fail or finish"
+
+            c.add_workers(1)
+            thread.join(90)
+            assert not thread.is_alive(), c.logs()
+            assert "error" not in result, result.get("error")
+            _assert_same_model(result["model"], reference)
+    finally:
+        c.close()
