@@ -1,0 +1,181 @@
+"""Checkpoints of a running fit, for resuming after a crash.
+
+A checkpoint is the file ``checkpoint.npz`` in a directory, in the same safe
+container as model files (see :mod:`daskem.persistence`: plain arrays plus a
+JSON record, no pickle). It holds one :class:`~daskem.gaussian_mixture.FitState`
+(the current initialisation's index, the random generator's state, the
+current parameters, lower bound, histories and converged flag, and the best
+finished initialisation so far), the fit options and the data fingerprint.
+Each save replaces the file atomically (temporary file + :func:`os.replace`),
+so a process killed at any moment leaves the previous complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+
+import numpy as np
+
+from ._em import EMResult, MixtureParameters
+from .persistence import read_npz, versions, write_npz_atomic
+
+FORMAT = "daskem-checkpoint"
+FORMAT_VERSION = 1
+FILENAME = "checkpoint.npz"
+META_KEY = "__daskem_checkpoint__"
+
+_FIELDS = ("weights", "means", "covariances", "precisions_cholesky")
+
+
+@dataclasses.dataclass
+class Checkpoint:
+    """A checkpoint read back: the state to resume plus what it was made from."""
+
+    state: object  # FitState
+    options: dict
+    data: dict
+    meta: dict
+
+    @property
+    def n_iter(self):
+        return len(self.state.lower_bounds)
+
+
+def checkpoint_file(directory):
+    return os.path.join(os.fspath(directory), FILENAME)
+
+
+def has_checkpoint(directory):
+    return os.path.isfile(checkpoint_file(directory))
+
+
+def _put_parameters(arrays, prefix, params):
+    for field, value in zip(_FIELDS, params.as_tuple()):
+        arrays[f"{prefix}.{field}"] = np.asarray(value)
+
+
+def _get_parameters(arrays, prefix):
+    return MixtureParameters(*(np.array(arrays[f"{prefix}.{field}"]) for field in _FIELDS))
+
+
+def save_checkpoint(directory, state, options, data):
+    """Write ``state`` (a FitState) with the fit ``options`` and ``data`` fingerprint.
+
+    Both dicts must be JSON-serialisable; they are compared with those of the
+    resuming command by :func:`differences`.
+    """
+    arrays = {}
+    _put_parameters(arrays, "params", state.parameters)
+    name, keys, pos, has_gauss, cached = state.rng_state
+    arrays["rng.keys"] = np.asarray(keys, dtype=np.uint32)
+    arrays["rng.cached_gaussian"] = np.asarray(cached, dtype=np.float64)
+    arrays["lower_bound"] = np.asarray(state.lower_bound, dtype=np.float64)
+    arrays["lower_bounds"] = np.asarray(state.lower_bounds, dtype=np.float64)
+    arrays["seconds"] = np.asarray(state.seconds, dtype=np.float64)
+    best = None
+    if state.best is not None:
+        b = state.best
+        _put_parameters(arrays, "best.params", b.parameters)
+        arrays["best.lower_bound"] = np.asarray(b.lower_bound, dtype=np.float64)
+        arrays["best.lower_bounds"] = np.asarray(b.lower_bounds, dtype=np.float64)
+        arrays["best.seconds"] = np.asarray(b.seconds, dtype=np.float64)
+        best = {"n_iter": int(b.n_iter), "converged": bool(b.converged)}
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "options": options,
+        "data": data,
+        "state": {
+            "init": int(state.init),
+            "n_iter": len(state.lower_bounds),
+            "converged": bool(state.converged),
+            "rng": {"algorithm": str(name), "pos": int(pos), "has_gauss": int(has_gauss)},
+            "best": best,
+        },
+        "versions": versions(),
+        "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
+    }
+    os.makedirs(os.fspath(directory), exist_ok=True)
+    write_npz_atomic(checkpoint_file(directory), META_KEY, meta, arrays)
+
+
+def load_checkpoint(directory):
+    """Read the checkpoint in ``directory``.
+
+    Returns
+    -------
+    Checkpoint
+
+    Raises
+    ------
+    FileNotFoundError
+        There is no checkpoint file in ``directory``.
+    ValueError
+        The file is corrupted, truncated, foreign or from a newer daskem.
+    """
+    from .gaussian_mixture import FitState
+
+    path = checkpoint_file(directory)
+    meta, arrays = read_npz(path, META_KEY, "checkpoint", FORMAT, FORMAT_VERSION)
+    try:
+        s = meta["state"]
+        rng = s["rng"]
+        rng_state = (
+            str(rng["algorithm"]),
+            np.array(arrays["rng.keys"], dtype=np.uint32),
+            int(rng["pos"]),
+            int(rng["has_gauss"]),
+            float(arrays["rng.cached_gaussian"]),
+        )
+        np.random.RandomState().set_state(rng_state)  # validates it
+        lower_bounds = [float(x) for x in arrays["lower_bounds"]]
+        seconds = [float(x) for x in arrays["seconds"]]
+        if len(lower_bounds) != s["n_iter"] or len(seconds) != len(lower_bounds):
+            raise ValueError("iteration history does not match its count")
+        best = None
+        if s["best"] is not None:
+            best = EMResult(
+                _get_parameters(arrays, "best.params"),
+                float(arrays["best.lower_bound"]),
+                [float(x) for x in arrays["best.lower_bounds"]],
+                int(s["best"]["n_iter"]),
+                bool(s["best"]["converged"]),
+                [float(x) for x in arrays["best.seconds"]],
+            )
+        state = FitState(
+            init=int(s["init"]),
+            rng_state=rng_state,
+            parameters=_get_parameters(arrays, "params"),
+            lower_bound=float(arrays["lower_bound"]),
+            lower_bounds=lower_bounds,
+            seconds=seconds,
+            converged=bool(s["converged"]),
+            best=best,
+        )
+        options, data = meta["options"], meta["data"]
+        if not isinstance(options, dict) or not isinstance(data, dict):
+            raise ValueError("options or data fingerprint missing")
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise ValueError(
+            f"{path!r} is not a usable daskem checkpoint file: inconsistent contents ({type(e).__name__}: {e})"
+        ) from None
+    return Checkpoint(state, options, data, meta)
+
+
+def differences(saved, current, prefix=""):
+    """Human-readable differences between two JSON-like dicts (empty if equal)."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        a, b = saved.get(key, "<absent>"), current.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(differences(a, b, f"{prefix}{key}."))
+        elif a != b:
+            out.append(f"{prefix}{key}: checkpoint {_show(a)}, now {_show(b)}")
+    return out
+
+
+def _show(value):
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
