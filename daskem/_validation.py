@@ -18,63 +18,36 @@ def is_dask_collection(X):
     return dask.is_dask_collection(X)
 
 
-def _dataframe_to_array(df, estimator_name):
-    from pandas.api.types import is_bool_dtype, is_numeric_dtype
-
-    bad = [str(c) for c, t in df.dtypes.items() if not (is_numeric_dtype(t) or is_bool_dtype(t))]
-    if bad:
-        raise ValueError(
-            "%s requires numeric columns; these are not numeric: %s"
-            % (estimator_name, ", ".join(bad))
-        )
-    return df.to_dask_array(lengths=True)
-
-
 def as_dask_array(X, estimator_name="GaussianMixture", ensure_min_samples=1):
     """Validate X and return (row-chunked float Dask array, was_dask, feature_names).
 
     NumPy-like input goes through scikit-learn's ``check_array`` (same errors
-    as scikit-learn, finiteness included). Dask input is checked for shape
-    and dtype here; its finiteness needs a pass over the data and is checked
-    by :func:`data_summary`.
+    as scikit-learn, finiteness included). Dask input gets scikit-learn's
+    shape errors here and :func:`daskem.io.read`'s conversion (numeric
+    columns, float dtype, one chunk along the features); its finiteness needs
+    a pass over the data and is checked by :func:`data_summary`.
     """
+    from .io import read
+
     feature_names = None
     if is_dask_collection(X):
-        if hasattr(X, "dtypes") and hasattr(X, "to_dask_array"):
+        if hasattr(X, "columns"):
             feature_names = np.asarray([str(c) for c in X.columns], dtype=object)
-            X = _dataframe_to_array(X, estimator_name)
-        if not isinstance(X, da.Array):
+        elif not isinstance(X, da.Array):
             raise TypeError(
                 "%s accepts Dask arrays and Dask DataFrames; got %s"
                 % (estimator_name, type(X).__name__)
             )
-        if X.ndim != 2:
+        elif X.ndim != 2:
             raise ValueError(
                 "Expected 2D array, got %dD array instead (shape=%s)." % (X.ndim, X.shape)
             )
-        if np.issubdtype(X.dtype, np.complexfloating):
-            raise ValueError("Complex data not supported\n%r\n" % X)
-        if not (np.issubdtype(X.dtype, np.number) or X.dtype == bool):
-            raise ValueError(
-                "%s requires numeric data; got dtype %s" % (estimator_name, X.dtype)
-            )
-        if X.dtype not in (np.float32, np.float64):
-            X = X.astype(np.float64)
-        if any(np.isnan(c) for c in X.chunks[0]):
+        elif any(np.isnan(c) for c in X.chunks[0]):
             X = X.compute_chunk_sizes()
-        n_samples, n_features = X.shape
-        if n_samples < ensure_min_samples:
-            raise ValueError(
-                "Found array with %d sample(s) (shape=%s) while a minimum of %d is "
-                "required by %s." % (n_samples, X.shape, ensure_min_samples, estimator_name)
-            )
-        if n_features < 1:
-            raise ValueError(
-                "Found array with 0 feature(s) (shape=%s) while a minimum of 1 is "
-                "required by %s." % (X.shape, estimator_name)
-            )
-        if len(X.chunks[1]) > 1:
-            X = X.rechunk({1: -1})
+        if isinstance(X, da.Array):
+            _check_samples_and_features(X.shape, ensure_min_samples, estimator_name)
+        X = read(X)
+        _check_samples_and_features(X.shape, ensure_min_samples, estimator_name)
         # zero-row chunks would only add empty tasks
         if any(c == 0 for c in X.chunks[0]):
             X = X.rechunk({0: tuple(c for c in X.chunks[0] if c)})
@@ -91,6 +64,21 @@ def as_dask_array(X, estimator_name="GaussianMixture", ensure_min_samples=1):
     )
     rows = max(1, NUMPY_CHUNK_BYTES // max(1, arr.shape[1] * arr.itemsize))
     return da.from_array(arr, chunks=(rows, -1), name=False), False, feature_names
+
+
+def _check_samples_and_features(shape, ensure_min_samples, estimator_name):
+    """scikit-learn's errors for too few rows or no columns."""
+    n_samples, n_features = shape
+    if n_samples < ensure_min_samples:
+        raise ValueError(
+            "Found array with %d sample(s) (shape=%s) while a minimum of %d is "
+            "required by %s." % (n_samples, shape, ensure_min_samples, estimator_name)
+        )
+    if n_features < 1:
+        raise ValueError(
+            "Found array with 0 feature(s) (shape=%s) while a minimum of 1 is "
+            "required by %s." % (shape, estimator_name)
+        )
 
 
 def nonfinite_message(n_nan, n_inf, first_row, dtype):
