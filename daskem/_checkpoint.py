@@ -24,7 +24,7 @@ from .persistence import read_npz, versions, write_npz_atomic
 FORMAT = "daskem-checkpoint"
 FORMAT_VERSION = 1
 FILENAME = "checkpoint.npz"
-META_KEY = "__daskem_checkpoint__"
+META_KEY = "__daskem__"  # the same record name as model files: each tells its format
 
 _FIELDS = ("weights", "means", "covariances", "precisions_cholesky")
 
