@@ -2,15 +2,19 @@
 
 A scheduler and workers run as separate processes (``dask scheduler`` /
 ``dask worker`` with a scheduler file), as in deploy/slurm. The tests fit
-through the Python API and the CLI, kill a worker in the middle of a fit
-(results must equal an undisturbed run), and kill every worker (the fit must
-fail with a clear error when the scheduler has a no-workers timeout, or
-finish once a replacement worker joins when it has none).
+through the Python API (``Client(scheduler_file=...)``) and the CLI
+(``DASK_SCHEDULER_ADDRESS``, ``--scheduler-file``, ``--scheduler tcp://``),
+SIGKILL a worker in the middle of a fit (results must equal an undisturbed
+run with the same chunking to 1e-12), SIGKILL the CLI itself and resume from
+its checkpoint, and kill every worker: with the scheduler's no-workers timeout
+the fit fails with NoWorkerError (CLI exit code 1, then ``--resume``), without
+it the fit waits and finishes once a replacement worker joins.
 
 Workers run without a nanny so that SIGKILL really removes them. Every process
 is torn down in a ``finally``; servers listen on 127.0.0.1 only.
 """
 
+import importlib.util
 import json
 import os
 import signal
@@ -165,10 +169,22 @@ def data_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(data_path):
-    """An undisturbed fit with the local threaded scheduler, same chunking."""
-    with dask.config.set(scheduler="threads"):
-        return _fit(read(data_path, chunks=CHUNK_ROWS), cache=False)
+def references(data_path):
+    """Undisturbed fits with the local threaded scheduler, same chunking, by max_iter."""
+    cache = {}
+
+    def get(max_iter=FIT["max_iter"]):
+        if max_iter not in cache:
+            with dask.config.set(scheduler="threads"):
+                cache[max_iter] = _fit(read(data_path, chunks=CHUNK_ROWS), cache=False, max_iter=max_iter)
+        return cache[max_iter]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def reference(references):
+    return references()
 
 
 @pytest.fixture(scope="module")
@@ -201,6 +217,61 @@ def _assert_same_model(a, b, rtol=1e-12):
         np.testing.assert_allclose(getattr(a, name), getattr(b, name), rtol=rtol, atol=0, err_msg=name)
     np.testing.assert_allclose(a.lower_bounds_, b.lower_bounds_, rtol=rtol, atol=0)
     assert a.n_iter_ == b.n_iter_
+
+
+def _cli_args(data_path, out, max_iter=FIT["max_iter"], *extra):
+    """`daskem fit` with the options of FIT and the same chunking as the references."""
+    return ["fit", data_path, "--out", out, "--n-components", str(FIT["n_components"]),
+            "--covariance-type", FIT["covariance_type"], "--tol", "0", "--max-iter", str(max_iter),
+            "--random-state", str(FIT["random_state"]), "--chunks", str(CHUNK_ROWS),
+            "--cache", "false", "--log-json", *extra]
+
+
+def _cli(args, timeout=150):
+    """Run the daskem CLI of this checkout; returns (exit code, stdout, JSON events, stderr)."""
+    proc = subprocess.run([sys.executable, "-m", "daskem.cli", *args], env=_env(),
+                          capture_output=True, text=True, timeout=timeout)
+    return proc.returncode, proc.stdout, _events(proc.stderr), proc.stderr
+
+
+def _events(text):
+    events = []
+    for line in text.splitlines():
+        try:
+            events.append(json.loads(line))
+        except ValueError:
+            pass
+    return events
+
+
+class _CLIRun:
+    """`daskem ... --log-json` in the background; calls ``at(event)`` on each JSON event."""
+
+    def __init__(self, args, env=None):
+        self.proc = subprocess.Popen([sys.executable, "-m", "daskem.cli", *args], env=env or _env(),
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.stderr = []
+
+    def follow(self, at, timeout=150):
+        timer = threading.Timer(timeout, self.proc.kill)
+        timer.start()
+        try:
+            for line in self.proc.stderr:
+                self.stderr.append(line)
+                for event in _events(line):
+                    at(event)
+            self.proc.wait()
+        finally:
+            timer.cancel()
+        return self.proc.returncode, _events("".join(self.stderr))
+
+    def text(self):
+        return "".join(self.stderr)
+
+
+needs_cli = pytest.mark.skipif(
+    importlib.util.find_spec("daskem.cli") is None, reason="daskem.cli is not there yet"
+)
 
 
 # ---------------------------------------------------------------------------
@@ -312,61 +383,140 @@ def test_worker_killed_with_cached_data(cluster, client, data_path, reference):
     _assert_same_model(gm, reference)
 
 
-def test_all_workers_killed_fails_with_no_workers_timeout(tmp_path, data_path):
-    """With ``distributed.scheduler.no-workers-timeout`` set on the scheduler,
-    losing every worker fails the fit with NoWorkerError, and the estimator is
-    left as it was before ``fit``.
+@needs_cli
+def test_cli_killed_then_resumed(cluster, client, data_path, references, tmp_path):
+    """The client (`daskem fit --checkpoint`) is SIGKILLed during iteration 4; the
+    same command with --resume continues from the checkpoint and ends with the
+    model of an uninterrupted fit. Connects through DASK_SCHEDULER_ADDRESS
+    (as in the DaskJob), then through --scheduler-file (as in the sbatch script)."""
+    model, checkpoint, max_iter = str(tmp_path / "model.npz"), str(tmp_path / "ckpt"), 12
+    run = _CLIRun(_cli_args(data_path, model, max_iter, "--checkpoint", checkpoint),
+                  env=_env(DASK_SCHEDULER_ADDRESS=cluster.address))
 
-    Without that setting the scheduler waits for workers forever (see the next
-    test), which is what deploy/README.md tells batch deployments to change.
-    """
-    c = RealCluster(tmp_path, scheduler_env={"DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT": "2s"})
+    def kill_after_iteration_3(event):
+        # the checkpoint of iteration 3 is written right after this event: the
+        # kill lands at the end of iteration 3 or during iteration 4
+        if event["event"] == "iteration" and event["iteration"] == 3:
+            run.proc.send_signal(signal.SIGKILL)
+
+    code, events = run.follow(kill_after_iteration_3)
+    assert code == -signal.SIGKILL, run.text()
+    (connected,) = [e for e in events if e["event"] == "cluster" and "workers" in e]
+    assert connected["scheduler"] == cluster.address and connected["workers"] >= 2
+    assert os.listdir(checkpoint) and not os.path.exists(model)
+
+    code, _, events, stderr = _cli(
+        _cli_args(data_path, model, max_iter, "--checkpoint", checkpoint, "--resume",
+                  "--scheduler-file", cluster.scheduler_file)
+    )
+    assert code == 0, stderr
+    (resumed,) = [e for e in events if e["event"] == "resume"]
+    assert 2 <= resumed["iteration"] < max_iter
+    iterations = [e["iteration"] for e in events if e["event"] == "iteration"]
+    assert iterations == list(range(resumed["iteration"] + 1, max_iter + 1))
+    _assert_same_model(daskem.load(model), references(max_iter))
+    # the checkpoint is removed once the model is written (a hidden temporary
+    # file of a save cut short by the SIGKILL may remain)
+    assert not os.path.exists(checkpoint) or all(n.startswith(".") for n in os.listdir(checkpoint))
+
+
+# ---------------------------------------------------------------------------
+# Losing every worker
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def timeout_cluster(tmp_path_factory):
+    """A scheduler with distributed.scheduler.no-workers-timeout set, as
+    deploy/README.md recommends for batch jobs (workers are added per test)."""
+    c = RealCluster(tmp_path_factory.mktemp("timeout-cluster"),
+                    scheduler_env={"DASK_DISTRIBUTED__SCHEDULER__NO_WORKERS_TIMEOUT": "2s"})
     try:
-        procs = c.add_workers(1)
-        with _connect(c, 1) as client:
-            killer = _Killer(client, c, procs)
-            gm = daskem.GaussianMixture(**FIT, cache=False)
-            start = time.monotonic()
-            with pytest.raises(NoWorkerError, match="without any running workers"):
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", ConvergenceWarning)
-                    gm._fit(read(data_path, chunks=CHUNK_ROWS), on_iteration=killer)
-            assert time.monotonic() - start < 60
-            assert all(p.poll() == -signal.SIGKILL for p in procs)
-            assert not hasattr(gm, "means_")  # nothing half-fitted
+        yield c
     finally:
         c.close()
 
 
-def test_all_workers_killed_then_replaced(tmp_path, data_path, reference):
+def test_all_workers_killed_fails_with_no_workers_timeout(timeout_cluster, data_path):
+    """With the no-workers timeout on the scheduler, losing every worker fails
+    the fit with NoWorkerError within seconds, and the estimator is left as it
+    was before ``fit``. Without it the scheduler waits for workers forever
+    (see test_all_workers_killed_then_replaced)."""
+    procs = timeout_cluster.add_workers(1)
+    with _connect(timeout_cluster, 1) as client:
+        killer = _Killer(client, timeout_cluster, procs)
+        gm = daskem.GaussianMixture(**FIT, cache=False)
+        start = time.monotonic()
+        with pytest.raises(NoWorkerError, match="without any running workers"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                gm._fit(read(data_path, chunks=CHUNK_ROWS), on_iteration=killer)
+        assert time.monotonic() - start < 60
+        assert all(p.poll() == -signal.SIGKILL for p in procs)
+        assert not hasattr(gm, "means_")  # nothing half-fitted
+
+
+@needs_cli
+def test_cli_all_workers_killed_exits_1_then_resumes(timeout_cluster, data_path, reference, tmp_path):
+    """`daskem fit --checkpoint` loses every worker after iteration 2: it exits
+    with code 1 and a NoWorkerError message, keeping the checkpoint; once a
+    worker is back, --resume finishes with the uninterrupted fit's model."""
+    model, checkpoint = str(tmp_path / "model.npz"), str(tmp_path / "ckpt")
+    procs = timeout_cluster.add_workers(1)
+    with _connect(timeout_cluster, 1):
+        pass
+    run = _CLIRun(_cli_args(data_path, model, FIT["max_iter"], "--checkpoint", checkpoint,
+                            "--scheduler", timeout_cluster.address))
+
+    def kill_workers_after_iteration_2(event):
+        if event["event"] == "iteration" and event["iteration"] == 2:
+            for p in procs:
+                p.send_signal(signal.SIGKILL)
+
+    code, events = run.follow(kill_workers_after_iteration_2)
+    assert code == 1, run.text()
+    (error,) = [e for e in events if e["event"] == "error"]
+    assert "NoWorkerError" in error["message"] and error["exit_code"] == 1
+    assert os.listdir(checkpoint) and not os.path.exists(model)
+
+    timeout_cluster.add_workers(1)
+    with _connect(timeout_cluster, 1):
+        pass
+    code, _, events, stderr = _cli(
+        _cli_args(data_path, model, FIT["max_iter"], "--checkpoint", checkpoint, "--resume",
+                  "--scheduler", timeout_cluster.address)
+    )
+    assert code == 0, stderr
+    assert [e for e in events if e["event"] == "resume"][0]["iteration"] >= 2
+    _assert_same_model(daskem.load(model), reference)
+
+
+def test_all_workers_killed_then_replaced(cluster, client, data_path, reference):
     """Without a no-workers timeout the fit waits; a new worker finishes it,
-    with the same result (what an orchestrator restarting workers gives)."""
-    c = RealCluster(tmp_path)
-    try:
-        procs = c.add_workers(1)
-        with _connect(c, 1) as client:
-            killer = _Killer(client, c, procs)
-            result = {}
+    with the same result (what an orchestrator restarting workers gives).
+    Kills every worker of the shared cluster, so it runs last."""
+    alive = [p for p in cluster.workers if p.poll() is None]
+    killer = _Killer(client, cluster, alive)
+    result = {}
 
-            def fit():
-                try:
-                    result["model"] = _fit(read(data_path, chunks=CHUNK_ROWS), on_iteration=killer, cache=False)
-                except BaseException as e:  # pragma: no cover - reported below
-                    result["error"] = e
+    def fit():
+        try:
+            result["model"] = _fit(read(data_path, chunks=CHUNK_ROWS), on_iteration=killer, cache=False)
+        except BaseException as e:  # pragma: no cover - reported below
+            result["error"] = e
 
-            thread = threading.Thread(target=fit, daemon=True)
-            thread.start()
-            deadline = time.monotonic() + 60
-            while killer.killed_at is None and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert killer.killed_at is not None, c.logs()
-            thread.join(3)
-            assert thread.is_alive(), "the fit should wait for workers, not fail or finish"
+    thread = threading.Thread(target=fit, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while killer.killed_at is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert killer.killed_at is not None, cluster.logs()
+    assert all(p.poll() == -signal.SIGKILL for p in alive)
+    thread.join(3)
+    assert thread.is_alive(), "the fit should wait for workers, not fail or finish"
 
-            c.add_workers(1)
-            thread.join(90)
-            assert not thread.is_alive(), c.logs()
-            assert "error" not in result, result.get("error")
-            _assert_same_model(result["model"], reference)
-    finally:
-        c.close()
+    cluster.add_workers(1)
+    thread.join(90)
+    assert not thread.is_alive(), cluster.logs()
+    assert "error" not in result, result.get("error")
+    _assert_same_model(result["model"], reference)
