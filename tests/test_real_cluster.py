@@ -17,6 +17,8 @@ is torn down in a ``finally``; servers listen on 127.0.0.1 only.
 import importlib.util
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,19 +64,20 @@ def _warm_imports(client):
 class RealCluster:
     """A ``dask scheduler`` subprocess and ``dask worker`` subprocesses on 127.0.0.1."""
 
-    def __init__(self, directory, scheduler_env=None):
+    def __init__(self, directory, scheduler_env=None, scheduler_args=(), worker_args=()):
         self.dir = str(directory)
         os.makedirs(self.dir, exist_ok=True)
         self.scheduler_file = os.path.join(self.dir, "scheduler.json")
         self.workers = []
         self._logs = []
+        self.worker_args = list(worker_args)
         self.scheduler = self._spawn(
             "scheduler",
             [sys.executable, "-m", "distributed.cli.dask_scheduler",
              "--host", "127.0.0.1", "--port", "0",
              "--scheduler-file", self.scheduler_file,
              "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
-             "--idle-timeout", "600s"],
+             "--idle-timeout", "600s", *scheduler_args],
             _env(**(scheduler_env or {})),
         )
         deadline = time.monotonic() + 60
@@ -84,7 +87,7 @@ class RealCluster:
             time.sleep(0.05)
         with open(self.scheduler_file) as f:
             self.address = json.load(f)["address"]
-        assert self.address.startswith("tcp://127.0.0.1:")
+        assert re.match(r"(tcp|tls)://127\.0\.0\.1:\d+$", self.address), self.address
 
     def _scheduler_file_ready(self):
         try:
@@ -110,7 +113,7 @@ class RealCluster:
                  "--nthreads", "1", "--no-nanny", "--no-dashboard",
                  "--host", "127.0.0.1", "--name", f"worker-{i}",
                  "--local-directory", os.path.join(self.dir, f"worker-{i}"),
-                 "--death-timeout", "60"],
+                 "--death-timeout", "60", *self.worker_args],
                 _env(),
             )
             self.workers.append(proc)
@@ -520,3 +523,56 @@ def test_all_workers_killed_then_replaced(cluster, client, data_path, reference)
     assert not thread.is_alive(), cluster.logs()
     assert "error" not in result, result.get("error")
     _assert_same_model(result["model"], reference)
+
+
+# ---------------------------------------------------------------------------
+# TLS, as deploy/README.md describes it
+# ---------------------------------------------------------------------------
+
+
+def _readme_blocks():
+    with open(os.path.join(REPO, "deploy", "README.md")) as f:
+        return re.findall(r"```(\w*)\n(.*?)```", f.read(), flags=re.S)
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_tls_with_the_readme_recipe(tmp_path, data_path, reference, monkeypatch):
+    """The README's certificate commands, scheduler/worker TLS flags and client
+    environment variables give a working mutually-authenticated cluster; a
+    client without them cannot connect."""
+    blocks = _readme_blocks()
+    (make_certs,) = [code for lang, code in blocks if "openssl req -x509" in code]
+    out = subprocess.run(["bash", "-e", "-c", make_certs], cwd=tmp_path, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+    (servers,) = [code for lang, code in blocks if "dask scheduler --protocol tls" in code]
+    flags = {role: code.split("--tls-ca-file")[1].split() for role, code in
+             zip(("scheduler", "worker"), servers.split("dask worker"))}
+    tls_flags = {role: ["--tls-ca-file", *(str(tmp_path / a) if a.endswith(".pem") else a
+                                           for a in args if a != "\\")]
+                 for role, args in flags.items()}
+    assert tls_flags["scheduler"] == ["--tls-ca-file", str(tmp_path / "ca.pem"),
+                                      "--tls-cert", str(tmp_path / "scheduler.pem"),
+                                      "--tls-key", str(tmp_path / "scheduler-key.pem")]
+    c = RealCluster(tmp_path / "cluster", scheduler_args=["--protocol", "tls", *tls_flags["scheduler"]],
+                    worker_args=tls_flags["worker"])
+    try:
+        assert c.address.startswith("tls://")
+        c.add_workers(1)
+        with pytest.raises(Exception, match="TLS"):
+            Client(c.address, timeout="10s", set_as_default=False)   # no client certificate
+
+        (exports,) = [code for lang, code in blocks if "DASK_DISTRIBUTED__COMM__TLS__CA_FILE" in code]
+        for name, value in re.findall(r"^export (DASK_\w+)=(\S+)", exports, flags=re.M):
+            monkeypatch.setenv(name, value.replace("/etc/daskem/tls/", str(tmp_path) + "/"))
+        dask.config.refresh()
+        try:
+            with _connect(c, 1) as client:
+                assert client.scheduler.address.startswith("tls://")
+                gm = _fit(read(data_path, chunks=CHUNK_ROWS), cache=False)
+        finally:
+            monkeypatch.undo()
+            dask.config.refresh()
+        _assert_same_model(gm, reference)
+    finally:
+        c.close()
