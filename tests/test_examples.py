@@ -117,6 +117,7 @@ def test_parquet_fit(env, tmp_path):
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
 
 
+@pytest.mark.slow
 def test_remote_cluster_without_address_starts_a_local_cluster(env):
     proc, out = run_example("remote_cluster.py", env=env)
     assert proc.returncode == 0, out
@@ -141,6 +142,7 @@ def _cli_available():
 needs_cli = pytest.mark.skipif(not _cli_available(), reason="daskem.cli is not there yet")
 
 
+@pytest.mark.slow
 @needs_cli
 def test_scheduled_batch(env, scheduler_address, tmp_path):
     env["DASK_SCHEDULER_ADDRESS"] = scheduler_address   # read by `daskem fit`
@@ -169,6 +171,7 @@ def test_scheduled_batch_does_not_retry_bad_input(env, tmp_path):
     assert "not retrying" in proc.stderr
 
 
+@pytest.mark.slow
 @needs_cli
 def test_prefect_flow_without_prefect(env, scheduler_address, tmp_path):
     env["DASK_SCHEDULER_ADDRESS"] = scheduler_address   # read by `daskem fit` and `daskem score`

@@ -459,6 +459,7 @@ def test_all_workers_killed_fails_with_no_workers_timeout(timeout_cluster, data_
         assert not hasattr(gm, "means_")  # nothing half-fitted
 
 
+@pytest.mark.slow
 @needs_cli
 def test_cli_all_workers_killed_exits_1_then_resumes(timeout_cluster, data_path, reference, tmp_path):
     """`daskem fit --checkpoint` loses every worker after iteration 2: it exits
@@ -535,6 +536,7 @@ def _readme_blocks():
         return re.findall(r"```(\w*)\n(.*?)```", f.read(), flags=re.S)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 def test_tls_with_the_readme_recipe(tmp_path, data_path, reference, monkeypatch):
     """The README's certificate commands, scheduler/worker TLS flags and client
