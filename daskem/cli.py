@@ -12,7 +12,8 @@ lines otherwise, or one JSON object per line with ``--log-json``.
 
 Exit codes: 0 success; 1 any other failure; 2 bad usage or bad input (one
 line on stderr, nothing written); 3 the fit did not converge and ``--strict``
-was given; 130 interrupted.
+was given; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). A checkpoint
+written before an interruption stays, for ``--resume``.
 """
 
 import contextlib
@@ -36,7 +37,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_NOT_CONVERGED = 0, 1, 2, 3
 EXIT_CODES_HELP = (
     "Exit codes: 0 success; 1 any other failure; 2 bad usage or bad input "
     "(one line on stderr, nothing written); 3 no convergence with --strict; "
-    "130 interrupted."
+    "130 interrupted (Ctrl-C); 143 terminated (SIGTERM)."
 )
 STREAMS_HELP = (
     "Results go to stdout; progress and log events go to stderr (a live display on a "
@@ -239,9 +240,11 @@ class Reporter:
         return self.progress
 
     def _finish_task(self):
+        """Show a finished initialisation (converged early) as a full bar."""
         if self.progress is not None and self.task is not None:
-            task = self.progress.tasks[-1]
-            self.progress.update(self.task, total=max(task.completed, 1) if task.completed else task.total)
+            task = next(t for t in self.progress.tasks if t.id == self.task)
+            if task.completed:
+                self.progress.update(self.task, total=task.completed)
             self.task = None
 
     def close(self):
@@ -552,6 +555,11 @@ def load_model_file(path):
         return load_model(path)
 
 
+def _check_local(path, what):
+    if "://" in os.fspath(path) or "::" in os.fspath(path):
+        raise BadInput(f"{what} must be a local path (or a mounted filesystem), got {os.fspath(path)!r}")
+
+
 def _check_new_output(path, overwrite, what="output"):
     path = os.fspath(path)
     if os.path.lexists(path) and not overwrite:
@@ -759,12 +767,17 @@ def fit(
 
 def _run_fit(reporter, data, out, params, columns, chunks, cache, checkpoint, resume, strict,
              overwrite, cluster):
+    import numpy as np
+
     from . import _checkpoint
     from .gaussian_mixture import GaussianMixture
 
     est = GaussianMixture(**params, cache=cache)
     with bad_input(ValueError, TypeError):
         est._validate_params()
+    _check_local(out, "--out (the model file)")
+    if checkpoint:
+        _check_local(checkpoint, "--checkpoint")
     _check_new_output(out, overwrite, "model")
     if checkpoint and os.path.exists(checkpoint) and not os.path.isdir(checkpoint):
         raise BadInput(f"--checkpoint must be a directory: {checkpoint!r} is a file")
@@ -852,7 +865,7 @@ def _run_fit(reporter, data, out, params, columns, chunks, cache, checkpoint, re
         )
 
     if columns is not None:
-        est.feature_names_in_ = __import__("numpy").asarray(columns, dtype=object)
+        est.feature_names_in_ = np.asarray(columns, dtype=object)
     _check_new_output(out, overwrite, "model")
     est.save(out, data=fingerprint, fit={**params, "cache": cache, "chunks": chunks},
              command="daskem fit")
@@ -906,13 +919,15 @@ def print_model_summary(est, title, terminal=False, n_rows=None, stream=None):
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"{title}: {head}", title_justify="left")
+        console = Console(file=stream, highlight=False)
+        console.print(f"[bold]{_escape(title)}[/bold]: {_escape(head)}")
+        table = Table()
         table.add_column("component", justify="right")
         table.add_column("weight", justify="right")
         table.add_column("mean")
         for row in rows:
             table.add_row(*row)
-        Console(file=stream, highlight=False).print(table)
+        console.print(table)
     else:
         print(f"{title}: {head}", file=stream)
         print(f"{'component':>9}  {'weight':>8}  mean", file=stream)
@@ -1163,6 +1178,7 @@ def plot(
     reporter = _reporter("plot", quiet, log_json)
     if features is not None and pca:
         raise BadInput("give at most one of --features and --pca")
+    _check_local(out, "--out (the image)")
     _check_new_output(out, overwrite)
     est = load_model_file(model)
     idx = _parse_features(features, est.n_features_in_) if features is not None else None
@@ -1227,6 +1243,7 @@ def demo(
     cluster.check()
     if scheduler or scheduler_file:
         raise BadInput("the demo writes its data to a local temporary folder: run it on a local cluster")
+    _check_local(out, "--out (the image)")
     with tempfile.TemporaryDirectory(prefix="daskem-demo-") as tmp:
         store = os.path.join(tmp, "demo.zarr")
         truth = make_demo_zarr(store, rows, n_components, n_features, random_state,
@@ -1282,13 +1299,28 @@ def _report_error(message, exit_code):
         print(f"daskem: error: {one_line(message)}", file=sys.stderr, flush=True)
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that clusters are closed on the way out."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None):
-    """Run the command line and exit with its code (0, 1, 2, 3 or 130)."""
+    """Run the command line and exit with its code (0, 1, 2, 3, 130 or 143)."""
     global _REPORTER
     _REPORTER = None
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = app(args=argv, prog_name="daskem", standalone_mode=False)
         code = code if isinstance(code, int) else EXIT_OK
+        if code == 130:  # Typer turns Ctrl-C into Exit(130)
+            _report_error("interrupted", 130)
     except CLIError as e:
         _report_error(str(e), e.exit_code)
         code = e.exit_code
@@ -1301,6 +1333,9 @@ def main(argv=None):
     except (KeyboardInterrupt, typer.Abort):
         _report_error("interrupted", 130)
         code = 130
+    except Terminated:
+        _report_error("terminated (SIGTERM)", 143)
+        code = 143
     except Exception as e:
         if os.environ.get("DASKEM_DEBUG"):
             traceback.print_exc()
