@@ -20,8 +20,7 @@ import sys
 import textwrap
 
 import pytest
-
-yaml = pytest.importorskip("yaml")  # PyYAML: in the test extra (see pyproject.toml)
+import yaml  # PyYAML (also a dependency of dask)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEPLOY = os.path.join(REPO, "deploy")
