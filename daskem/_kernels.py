@@ -35,9 +35,11 @@ Statistics are returned as one flat float64 vector per chunk (layout in
 :class:`StatisticsLayout`) so that Dask's own tree reduction can add them up.
 """
 
+import functools
 import math
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 import scipy.sparse as sp
 
 from ._covariance import log_det_cholesky
@@ -49,6 +51,9 @@ _MAX_BLOCK_ROWS = 8192
 # Rows per float32 M-step product: float32 sums of at most this many terms
 # are added into the float64 accumulators.
 _FLOAT32_SUM_ROWS = 512
+# logs of the smallest responsibilities computed exactly (see _normalise_in_place):
+# exp of these is the smallest normal float64 / float32 value (about)
+_LOG_TINY = {"d": -708.0, "f": -87.0}
 
 
 class StatisticsLayout:
@@ -115,60 +120,126 @@ class StatisticsLayout:
 # ---------------------------------------------------------------- features
 
 
-def _n_feature_rows(covariance_type, d):
-    """m: rows of the feature matrix [1; z; second-order terms]."""
-    return 1 + d + {
-        "full": d * (d + 1) // 2,
-        "tied": 0,
-        "diag": d,
-        "spherical": 1,
-    }[covariance_type]
+class _Features:
+    """Layout of the feature matrix of a covariance type: m_total x n, logically.
 
+    Row 0 is all ones and rows ``z_row .. z_row + d`` hold the shifted rows
+    transposed. Full covariance adds the products z_a z_b of every pair
+    a <= b, in *cyclic* order: product (s, j) = z_j z_{(j+s) mod d} for
+    offsets s = 0 .. d//2, which a single broadcast multiplication of z with
+    a strided view of [z; z[:d//2]] computes (instead of one call per row of
+    the triangle). For even d the last offset repeats d/2 pairs; those get a
+    zero coefficient in the E-step and are skipped by the M-step. Rows past
+    ``m`` (the cyclic extension) are scratch and take no part in products.
 
-def _block_rows(n_rows_features, itemsize):
-    """Rows per block so that the (m, rows) feature matrix is about _BLOCK_BYTES."""
-    rows = _BLOCK_BYTES // (itemsize * n_rows_features)
-    return int(np.clip(rows, _MIN_BLOCK_ROWS, _MAX_BLOCK_ROWS)) // 16 * 16
-
-
-def _fill_features(F, covariance_type, d):
-    """Write the second-order rows of F from its rows 1..d (z^T), in place.
-
-    F : (m, n) with row 0 equal to 1 and rows 1..d holding the shifted rows
-    transposed. The packed products follow ``np.triu_indices(d)``'s order.
+    Storage: full covariance keeps the buffer features-major, (m_total, n),
+    where the products are long contiguous vector operations; the other
+    types keep it rows-major, (n, m_total), which spares transposing the
+    data. :meth:`view` gives the logical (m_total, n) array either way
+    (BLAS takes the transposed view as it is).
     """
-    z = F[1 : 1 + d]
-    if covariance_type == "full":
-        off = 1 + d
-        for i in range(d):
-            np.multiply(z[i], z[i:], out=F[off : off + d - i])
-            off += d - i
-    elif covariance_type == "diag":
-        np.multiply(z, z, out=F[1 + d :])
-    elif covariance_type == "spherical":
-        np.einsum("ij,ij->j", z, z, out=F[1 + d])
+
+    def __init__(self, covariance_type, d):
+        self.covariance_type, self.d = covariance_type, d
+        self.features_major = covariance_type == "full"
+        if covariance_type == "full":
+            self.n_offsets = s_count = d // 2 + 1
+            self.z_row = 1 + s_count * d
+            self.m = self.z_row + d
+            self.m_total = self.m + s_count - 1
+            s_idx, j_idx = np.divmod(np.arange(s_count * d), d)
+            a, b = j_idx, (j_idx + s_idx) % d
+            self.keep = ~((2 * s_idx == d) & (j_idx >= d - s_idx))
+            lo, hi = np.minimum(a, b), np.maximum(a, b)
+            self.pair = (lo, hi)
+            # position of pair (lo, hi) in np.triu_indices(d) order
+            self.triu_pos = lo * d - lo * (lo - 1) // 2 + (hi - lo)
+        else:
+            self.z_row = 1
+            self.m = 1 + d + {"tied": 0, "diag": d, "spherical": 1}[covariance_type]
+            self.m_total = self.m
+
+    def empty(self, n, dtype):
+        """A buffer for n rows."""
+        shape = (self.m_total, n) if self.features_major else (n, self.m_total)
+        return np.empty(shape, dtype=dtype)
+
+    def view(self, buf):
+        """The logical (m_total, n) feature matrix of a buffer."""
+        return buf if self.features_major else buf.T
+
+    def fill(self, buf, block, shift):
+        """Features of n raw rows into ``buf``; returns the logical view."""
+        d, zr = self.d, self.z_row
+        if self.features_major:
+            F = buf
+            F[0] = 1.0
+            # computed in float64 (shift is float64), rounded once to F's dtype
+            np.subtract(block.T, shift[:, None], out=F[zr : zr + d], casting="same_kind")
+            s_count, n = self.n_offsets, F.shape[1]
+            F[zr + d : zr + d + s_count - 1] = F[zr : zr + s_count - 1]
+            row, col = F.strides
+            shifted = as_strided(F[zr:], shape=(s_count, d, n), strides=(row, row, col))
+            np.multiply(F[zr : zr + d][None], shifted, out=F[1:zr].reshape(s_count, d, n))
+            return F
+        buf[:, 0] = 1.0
+        z = buf[:, zr : zr + d]
+        np.subtract(block, shift, out=z, casting="same_kind")
+        if self.covariance_type == "diag":
+            np.multiply(z, z, out=buf[:, 1 + d :])
+        elif self.covariance_type == "spherical":
+            np.einsum("ij,ij->i", z, z, out=buf[:, 1 + d])
+        return buf.T
+
+    def coefficients(self, const, linear, second):
+        """W (K, m) from the constant, linear (K, d) and second-order terms.
+
+        ``second``: full (K, d, d) precisions, diag (K, d), spherical (K,);
+        the quadratic coefficient is -1/2 times it.
+        """
+        k, d, zr = len(const), self.d, self.z_row
+        W = np.zeros((k, self.m))
+        W[:, 0] = const
+        W[:, zr : zr + d] = linear
+        cov = self.covariance_type
+        if cov == "full":
+            lo, hi = self.pair
+            # off-diagonal entries of <z z^T, L> appear twice
+            coef = np.where(lo == hi, -0.5, -1.0) * second[:, lo, hi]
+            W[:, 1:zr] = np.where(self.keep, coef, 0.0)
+        elif cov == "diag":
+            W[:, 1 + d :] = -0.5 * second
+        elif cov == "spherical":
+            W[:, 1 + d] = -0.5 * second
+        return W
+
+    def add_statistics(self, out, layout, G, second=None):
+        """Add a (K, m) product R F^T (and tied's shared z z^T) to ``out``."""
+        o = layout.offsets
+        d, zr = self.d, self.z_row
+        k = G.shape[0]
+        out[o[0] : o[1]] += G[:, 0]
+        out[o[1] : o[2]] += G[:, zr : zr + d].ravel()
+        cov = self.covariance_type
+        if cov == "full":
+            s2 = np.zeros((k, d * (d + 1) // 2))
+            s2[:, self.triu_pos[self.keep]] = G[:, 1:zr][:, self.keep]
+            out[o[2] : o[3]] += s2.ravel()
+        elif cov == "tied":
+            out[o[2] : o[3]] += second.ravel()
+        else:
+            out[o[2] : o[3]] += G[:, 1 + d :].ravel()
 
 
-def _features_into(F, block, shift, covariance_type):
-    """Fill F (m, n) from a block of n raw rows: [1; (x - c)^T; second order]."""
-    d = block.shape[1]
-    F[0] = 1.0
-    # computed in float64 (shift is float64), rounded once to F's dtype
-    np.subtract(block.T, shift[:, None], out=F[1 : 1 + d], casting="same_kind")
-    _fill_features(F, covariance_type, d)
-    return F
+@functools.lru_cache(maxsize=64)
+def _features(covariance_type, d):
+    return _Features(covariance_type, d)
 
 
-def _statistics_from_products(out, layout, G, second=None):
-    """Add a (K, m) product R F^T (and tied's shared second moment) to ``out``."""
-    o = layout.offsets
-    d = layout.n_features
-    out[o[0] : o[1]] += G[:, 0]
-    out[o[1] : o[2]] += G[:, 1 : 1 + d].ravel()
-    if layout.covariance_type == "tied":
-        out[o[2] : o[3]] += second.ravel()
-    else:
-        out[o[2] : o[3]] += G[:, 1 + d :].ravel()
+def _block_rows(n_feature_rows, itemsize):
+    """Rows per block so that the (m, rows) feature matrix is about _BLOCK_BYTES."""
+    rows = _BLOCK_BYTES // (itemsize * n_feature_rows)
+    return int(np.clip(rows, _MIN_BLOCK_ROWS, _MAX_BLOCK_ROWS)) // 16 * 16
 
 
 # -------------------------------------------------------------- parameters
@@ -177,7 +248,7 @@ def _statistics_from_products(out, layout, G, second=None):
 def kernel_parameters(weights, means, precisions_cholesky, covariance_type, shift, dtype):
     """Precompute, once per iteration, what every chunk task needs.
 
-    The result is small (K x m, with m = 1 + d + d(d+1)/2 at most) and enters
+    The result is small (K x m, with m about d(d+3)/2 at most) and enters
     the graph as one key that all chunk tasks reference.
 
     Parameters
@@ -194,9 +265,9 @@ def kernel_parameters(weights, means, precisions_cholesky, covariance_type, shif
     Returns
     -------
     dict
-        ``W`` (K, m): weighted log-density of component k is ``W[k] @ F``
-        for the feature matrix F of a block (plus ``-|P^T z|^2 / 2`` for tied,
-        with ``proj`` = P^T).
+        ``W`` (K, m): the weighted log-density of component k is ``W[k] @ F``
+        for the feature matrix F of a block (plus ``-|P^T z|^2 / 2`` for
+        tied, with ``proj`` = P^T).
     """
     means = np.asarray(means, dtype=np.float64)
     n_components, d = means.shape
@@ -211,51 +282,46 @@ def kernel_parameters(weights, means, precisions_cholesky, covariance_type, shif
         (n_components,),
     ).astype(np.float64)
     dtype = np.dtype(dtype)
-    W = np.zeros((n_components, _n_feature_rows(covariance_type, d)))
     kp = {
         "covariance_type": covariance_type,
         "shift": np.asarray(shift, dtype=np.float64),
         "dtype": dtype,
+        "const": const,
     }
+    # (z - mu)^T L (z - mu) = <z z^T, L> - 2 (L mu)^T z + |P^T mu|^2
     if covariance_type == "full":
-        # L_k = P_k P_k^T; mu^T L mu = |P_k^T mu_k|^2
         prec = prec_chol @ np.swapaxes(prec_chol, 1, 2)
         mu_proj = np.einsum("kd,kde->ke", mu, prec_chol)
-        W[:, 0] = const - 0.5 * np.sum(mu_proj**2, axis=1)
-        W[:, 1 : 1 + d] = np.einsum("kde,ke->kd", prec, mu)
-        iu, ju = np.triu_indices(d)
-        # off-diagonal entries of <z z^T, L> appear twice
-        W[:, 1 + d :] = np.where(iu == ju, -0.5, -1.0) * prec[:, iu, ju]
+        linear, second = np.einsum("kde,ke->kd", prec, mu), prec
     elif covariance_type == "tied":
-        prec = prec_chol @ prec_chol.T
         mu_proj = mu @ prec_chol
-        W[:, 0] = const - 0.5 * np.sum(mu_proj**2, axis=1)
-        W[:, 1:] = mu @ prec
+        linear, second = mu @ (prec_chol @ prec_chol.T), None
         kp["proj"] = np.ascontiguousarray(prec_chol.T, dtype=dtype)
     elif covariance_type == "diag":
         prec = prec_chol**2
-        W[:, 0] = const - 0.5 * np.sum(mu**2 * prec, axis=1)
-        W[:, 1 : 1 + d] = mu * prec
-        W[:, 1 + d :] = -0.5 * prec
+        mu_proj = mu * prec_chol
+        linear, second = mu * prec, prec
     else:
         prec = prec_chol**2
-        W[:, 0] = const - 0.5 * np.sum(mu**2, axis=1) * prec
-        W[:, 1 : 1 + d] = mu * prec[:, None]
-        W[:, 1 + d] = -0.5 * prec
-    # rows of W that are -inf (zero weight) stay -inf in every product
+        mu_proj = mu * prec_chol[:, None]
+        linear, second = mu * prec[:, None], prec
+    W = _features(covariance_type, d).coefficients(
+        const - 0.5 * np.sum(mu_proj**2, axis=1), linear, second
+    )
+    # a zero weight makes W[k, 0] = -inf, and every product of that row -inf
     kp["W"] = np.ascontiguousarray(W, dtype=dtype)
-    kp["const"] = const
     return kp
 
 
 # ------------------------------------------------------------------ E-step
 
 
-def _log_prob_into(L, F, kp, n_features):
-    """Weighted log-densities (K, n) of a block into L, from its features F."""
-    np.matmul(kp["W"], F, out=L)
+def _log_prob_into(L, F, kp, feat):
+    """Weighted log-densities (K, n) of a block into L, from its features F
+    (the logical (m_total, n) view)."""
+    np.matmul(kp["W"], F[: feat.m], out=L)
     if kp["covariance_type"] == "tied":
-        y = kp["proj"] @ F[1 : 1 + n_features]
+        y = kp["proj"] @ F[feat.z_row : feat.z_row + feat.d]
         np.square(y, out=y)
         L -= 0.5 * y.sum(axis=0)
     return L
@@ -271,7 +337,17 @@ def _normalise_in_place(L):
         # a row every component gives probability 0 (or a NaN): keep -inf
         top[~np.isfinite(top)] = 0.0
     L -= top
-    np.exp(L, out=L)
+    tiny = _LOG_TINY[L.dtype.char]
+    if L.min() < tiny:
+        # exp is several times slower where its result is subnormal or zero;
+        # responsibilities below the smallest normal number (3.3e-308 in
+        # float64, 1.6e-38 in float32) are set to zero instead.
+        keep = L > tiny
+        np.maximum(L, tiny, out=L)
+        np.exp(L, out=L)
+        L *= keep
+    else:
+        np.exp(L, out=L)
     total = L.sum(axis=0)
     with np.errstate(divide="ignore"):
         log_norm = np.log(total)
@@ -280,19 +356,34 @@ def _normalise_in_place(L):
     return log_norm
 
 
+class _Buffers:
+    """Work arrays of one chunk, reallocated only for a shorter last block."""
+
+    def __init__(self, feat, n_components, width, dtype):
+        self.width = width
+        self.F = feat.empty(width, dtype)
+        self.L = np.empty((n_components, width), dtype=dtype)
+
+    def get(self, feat, n_components, rows, dtype):
+        if rows != self.width:
+            return _Buffers(feat, n_components, rows, dtype)
+        return self
+
+
 def _block_log_prob(block, kp):
     """(n, K) float64 weighted log-densities of raw rows, block by block."""
-    cov = kp["covariance_type"]
+    block = np.asarray(block)
     n, d = block.shape
-    m = kp["W"].shape[1]
-    step = _block_rows(m, kp["dtype"].itemsize)
-    F = np.empty((m, min(step, max(n, 1))), dtype=kp["dtype"])
-    out = np.empty((n, kp["W"].shape[0]))
+    k = kp["W"].shape[0]
+    feat = _features(kp["covariance_type"], d)
+    step = _block_rows(feat.m_total, kp["dtype"].itemsize)
+    buf = _Buffers(feat, k, min(step, n), kp["dtype"])
+    out = np.empty((n, k))
     for start in range(0, n, step):
-        rows = block[start : start + step]
-        Fb = _features_into(F[:, : len(rows)], rows, kp["shift"], cov)
-        L = np.empty((kp["W"].shape[0], len(rows)), dtype=kp["dtype"])
-        out[start : start + len(rows)] = _log_prob_into(L, Fb, kp, d).T
+        rows = min(step, n - start)
+        b = buf.get(feat, k, rows, kp["dtype"])
+        F = feat.fill(b.F, block[start : start + rows], kp["shift"])
+        out[start : start + rows] = _log_prob_into(b.L, F, kp, feat).T
     return out
 
 
@@ -323,30 +414,30 @@ def accumulate_statistics(out, layout, z64, resp, sample_weight=None):
     cov = layout.covariance_type
     z64 = np.asarray(z64, dtype=np.float64)
     n, d = z64.shape
-    m = _n_feature_rows(cov, d)
-    step = _block_rows(m, 8)
-    F = np.empty((min(step, max(n, 1)), m))
+    feat = _features(cov, d)
+    step = _block_rows(feat.m_total, 8)
     sparse = sp.issparse(resp)
     if sparse:
         resp = sp.csr_matrix(resp)
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    G = np.zeros((layout.n_components, m))
+    G = np.zeros((layout.n_components, feat.m))
     second = np.zeros((d, d)) if cov == "tied" else None
+    zero = np.zeros(d)
+    buf = None
     for start in range(0, n, step):
         z = z64[start : start + step]
         rows = len(z)
-        FT = F[:rows]  # (rows, m) row-major, filled through its transpose
-        Fb = FT.T
-        Fb[0] = 1.0
-        Fb[1 : 1 + d] = z.T
-        _fill_features(Fb, cov, d)
+        if buf is None or rows != step:
+            buf = feat.empty(rows, np.float64)
+        Fm = feat.fill(buf, z, zero)[: feat.m]
         if w is not None:
-            FT *= w[start : start + rows, None]
+            Fm *= w[start : start + rows]
         r = resp[start : start + rows]
-        G += np.asarray(r.T @ FT)
+        # (rows, m) C-ordered for the sparse product
+        G += np.asarray(r.T @ np.ascontiguousarray(Fm.T))
         if cov == "tied":
-            second += FT[:, 1 : 1 + d].T @ z
-    _statistics_from_products(out, layout, G, second)
+            second += Fm[feat.z_row : feat.z_row + d] @ z
+    feat.add_statistics(out, layout, G, second)
 
 
 def chunk_statistics(block, kp, layout, sample_weight=None):
@@ -370,39 +461,38 @@ def chunk_statistics(block, kp, layout, sample_weight=None):
     n, d = block.shape
     cov = layout.covariance_type
     dtype = kp["dtype"]
-    W = kp["W"]
-    k, m = W.shape
+    k = kp["W"].shape[0]
+    feat = _features(cov, d)
     if sample_weight is not None:
         sample_weight = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
-    step = _block_rows(m, dtype.itemsize)
-    width = min(step, max(n, 1))
-    F = np.empty((m, width), dtype=dtype)
-    L = np.empty((k, width), dtype=dtype)
-    G = np.zeros((k, m))
+    step = _block_rows(feat.m_total, dtype.itemsize)
+    buf = _Buffers(feat, k, min(step, n), dtype)
+    G = np.zeros((k, feat.m))
     second = np.zeros((d, d)) if cov == "tied" else None
     # float32 products sum few rows at a time into float64 accumulators
-    sum_rows = _FLOAT32_SUM_ROWS if dtype == np.float32 else width
+    sum_rows = _FLOAT32_SUM_ROWS if dtype == np.float32 else step
     loglik = 0.0
     with np.errstate(under="ignore", over="ignore"):
         for start in range(0, n, step):
             rows = min(step, n - start)
-            Fb = _features_into(F[:, :rows], block[start : start + rows], kp["shift"], cov)
-            R = _log_prob_into(L[:, :rows], Fb, kp, d)
+            b = buf.get(feat, k, rows, dtype)
+            F = feat.fill(b.F, block[start : start + rows], kp["shift"])
+            R = _log_prob_into(b.L, F, kp, feat)
             log_norm = _normalise_in_place(R)
             if sample_weight is None:
                 loglik += float(log_norm.sum(dtype=np.float64))
             else:
                 w = sample_weight[start : start + rows]
                 loglik += float(log_norm.astype(np.float64) @ w)
-                R *= w.astype(dtype, copy=False)
+                R *= w
             for s in range(0, rows, sum_rows):
                 e = min(rows, s + sum_rows)
-                G += R[:, s:e] @ Fb[:, s:e].T
+                G += R[:, s:e] @ F[: feat.m, s:e].T
                 if cov == "tied":
-                    z = Fb[1 : 1 + d, s:e]
-                    zw = z if sample_weight is None else z * w[s:e].astype(dtype, copy=False)
+                    z = F[feat.z_row : feat.z_row + d, s:e]
+                    zw = z if sample_weight is None else z * w[s:e]
                     second += zw @ z.T
-    _statistics_from_products(out, layout, G, second)
+    feat.add_statistics(out, layout, G, second)
     out[layout.offsets[3]] = loglik
     out[layout.offsets[4]] = n if sample_weight is None else sample_weight.sum()
     return out[None, :]
