@@ -532,7 +532,7 @@ def targets(head, chunks, grid):
     rows.append(("float32 fitted log-likelihood, relative to float64 (%d iterations)" % head["accuracy_iter"],
                  "<= 1e-4", "%.1e" % head["ll_rel"], verdict(head["ll_rel"] <= 1e-4)))
     r = head["init_s"] / head["daskem_s"]
-    rows.append(("k-means|| initialisation / one EM iteration", "<= 3", "%.2f (%s s)" % (r, fmt(head["init_s"])),
+    rows.append(("k-means\\|\\| initialisation / one EM iteration", "<= 3", "%.2f (%s s)" % (r, fmt(head["init_s"])),
                  verdict(r <= 3)))
     if chunks:
         r = chunks["many_s"] / chunks["few_s"]
