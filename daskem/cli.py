@@ -1314,8 +1314,9 @@ def main(argv=None):
     import signal
     import threading
 
+    previous_handler = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        previous_handler = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         code = app(args=argv, prog_name="daskem", standalone_mode=False)
         code = code if isinstance(code, int) else EXIT_OK
@@ -1345,6 +1346,8 @@ def main(argv=None):
     finally:
         if _REPORTER is not None:
             _REPORTER.close()
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     sys.stdout.flush()
     sys.exit(code)
 

@@ -177,6 +177,49 @@ def test_plot(model, data, tmp_path, scheduler):
     assert sorted(os.listdir(tmp_path)) == ["fig.png"]
 
 
+def test_score_samples_and_plot_without_data_in_process(model, data, tmp_path, scheduler, capsys):
+    path, _ = model
+    gm = load(path)
+    with pytest.raises(SystemExit) as info:
+        main(["predict", str(path), str(data / "blobs.zarr"), "--score-samples", "--out",
+              str(tmp_path / "ll.zarr"), "--scheduler", scheduler[0], "--quiet"])
+    assert info.value.code == 0, capsys.readouterr().err
+    scores = zarr.open_array(str(tmp_path / "ll.zarr"), mode="r")[:]
+    np.testing.assert_allclose(scores, gm.score_samples(make_blobs(3000, seed=0)), rtol=1e-12)
+
+    with pytest.raises(SystemExit) as info:
+        main(["plot", str(path), "--pca", "--out", str(tmp_path / "pca.png"), "--quiet"])
+    assert info.value.code == 0, capsys.readouterr().err
+    assert_png(tmp_path / "pca.png")
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_plotting_every_covariance_type(covariance_type, tmp_path):
+    from daskem import plotting
+
+    X = make_blobs(300, seed=3)
+    gm = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X)
+    covs = plotting.component_covariances(gm)
+    assert covs.shape == (3, 3, 3)
+    np.testing.assert_allclose(gm.predict_proba(X), _proba_from_full(gm, covs, X), rtol=1e-6, atol=1e-9)
+    W, labels = plotting.projection(gm, pca=True)
+    assert W.shape == (3, 2) and np.allclose(W.T @ W, np.eye(2)) and labels[0].startswith("PC1")
+    for kwargs in ({"sample": X, "features": (1, 2)}, {"sample": None, "pca": True}):
+        plotting.save_figure(plotting.plot_model(gm, **kwargs), tmp_path / "f.png")
+        assert_png(tmp_path / "f.png")
+    one_d = GaussianMixture(2, covariance_type=covariance_type, random_state=0).fit(X[:, :1])
+    plotting.save_figure(plotting.plot_model(one_d, X[:, :1]), tmp_path / "g.png")
+    assert_png(tmp_path / "g.png")
+    assert sorted(os.listdir(tmp_path)) == ["f.png", "g.png"]
+
+
+def _proba_from_full(gm, covs, X):
+    from scipy.stats import multivariate_normal
+
+    dens = np.stack([w * multivariate_normal(m, c).pdf(X) for w, m, c in zip(gm.weights_, gm.means_, covs)], 1)
+    return dens / dens.sum(axis=1, keepdims=True)
+
+
 def test_parquet_fit_from_config_file_with_overriding_flags(data, tmp_path):
     jobs = tmp_path / "jobs"
     jobs.mkdir()
