@@ -569,7 +569,8 @@ def _check_new_output(path, overwrite, what="output"):
 
 
 def _temp_siblings(path):
-    """Hidden temporary siblings the atomic writers make for ``path``."""
+    """Hidden temporary siblings the atomic writers make for ``path`` (never ``.old-`` ones,
+    which may hold a previous output being replaced)."""
     local = _local_path(os.fspath(path))
     if local is None:
         return set()
@@ -577,7 +578,7 @@ def _temp_siblings(path):
     try:
         return {
             os.path.join(parent, n) for n in os.listdir(parent)
-            if n.startswith(f".{base}.tmp-") or n.startswith(f".{base}.old-")
+            if n.startswith(f".{base}.tmp-")
         }
     except OSError:
         return set()
