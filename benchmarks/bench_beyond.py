@@ -115,7 +115,7 @@ def main():
         grid_rows, ks, types, max_iter, online_rows, batch_rows = 20_000, [1, 2], ("full", "diag"), 10, 40_000, 5_000
     else:
         grid_rows, ks, types, max_iter = 1_000_000, list(range(1, 11)), ("full", "tied", "diag", "spherical"), 100
-        online_rows, batch_rows = 10_000_000, 250_000
+        online_rows, batch_rows = 10_000_000, 50_000
     lines = [
         "## Issue 7: model-selection grid and online EM",
         "",

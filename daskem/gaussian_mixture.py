@@ -135,9 +135,11 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     batch_size : int, default=None
         Rows per online batch (whole chunks are grouped up to at least this
         many rows); None means one chunk per batch.
-    learning_decay : float in (0.5, 1], default=0.6
+    learning_decay : float in (0.5, 1], default=0.51
         alpha in the online step size g_t = (t + learning_offset)^-alpha.
-    learning_offset : float, default=2.0
+        Batches of many rows carry little noise, so steps that shrink
+        slowly (alpha near 1/2) make the most progress per pass.
+    learning_offset : float, default=1.0
         t0 in the online step size.
 
     Attributes
@@ -202,8 +204,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         cache="auto",
         algorithm="batch",
         batch_size=None,
-        learning_decay=0.6,
-        learning_offset=2.0,
+        learning_decay=0.51,
+        learning_offset=1.0,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
