@@ -1,9 +1,20 @@
-"""daskem: Gaussian mixture models by Expectation-Maximization on Dask."""
+"""daskem: Gaussian mixture models by Expectation-Maximization on Dask.
 
-from .gaussian_mixture import GaussianMixture
-from .selection import select_model
+The public names are imported on first use, so that Dask workers, which only
+need the per-chunk kernels, do not pay for importing scikit-learn.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "GaussianMixture": "daskem.gaussian_mixture",
+    "select_model": "daskem.selection",
+    "read": "daskem.io",
+}
+
+__all__ = ["GaussianMixture", "load", "read", "select_model", "__version__"]
 
 
 def load(path):
@@ -13,4 +24,11 @@ def load(path):
     return load_model(path)
 
 
-__all__ = ["GaussianMixture", "load", "select_model", "__version__"]
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError("module 'daskem' has no attribute %r" % name)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

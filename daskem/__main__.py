@@ -1,0 +1,5 @@
+"""``python -m daskem``: the command line."""
+
+from .cli import main
+
+main()
