@@ -37,9 +37,9 @@ Statistics are returned as one flat float64 vector per chunk (layout in
 
 import functools
 import math
+import threading
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 import scipy.sparse as sp
 
 from ._covariance import log_det_cholesky
@@ -152,8 +152,11 @@ class _Features:
             self.keep = ~((2 * s_idx == d) & (j_idx >= d - s_idx))
             lo, hi = np.minimum(a, b), np.maximum(a, b)
             self.pair = (lo, hi)
-            # position of pair (lo, hi) in np.triu_indices(d) order
-            self.triu_pos = lo * d - lo * (lo - 1) // 2 + (hi - lo)
+            # position of pair (lo, hi) in np.triu_indices(d) order, and the
+            # column of G (R F^T) that holds each packed upper-triangle entry
+            triu_pos = lo * d - lo * (lo - 1) // 2 + (hi - lo)
+            self.packed_source = np.empty(d * (d + 1) // 2, dtype=np.intp)
+            self.packed_source[triu_pos[self.keep]] = 1 + np.flatnonzero(self.keep)
         else:
             self.z_row = 1
             self.m = 1 + d + {"tied": 0, "diag": d, "spherical": 1}[covariance_type]
@@ -168,19 +171,30 @@ class _Features:
         """The logical (m_total, n) feature matrix of a buffer."""
         return buf if self.features_major else buf.T
 
-    def fill(self, buf, block, shift):
-        """Features of n raw rows into ``buf``; returns the logical view."""
+    def product_views(self, F):
+        """(z, shifted, out) views of a features-major buffer for :meth:`fill`:
+        out[s, j] = z[j] * shifted[s, j] = z_j z_{(j+s) mod d}."""
+        d, zr, s_count = self.d, self.z_row, self.n_offsets
+        n = F.shape[1]
+        row, col = F.strides
+        # np.ndarray over the buffer: much cheaper than as_strided
+        shifted = np.ndarray(
+            (s_count, d, n), dtype=F.dtype, buffer=F, offset=zr * row, strides=(row, row, col)
+        )
+        return F[zr : zr + d][None], shifted, F[1:zr].reshape(s_count, d, n)
+
+    def fill(self, ws, block, shift):
+        """Features of n raw rows into workspace ``ws``; returns the logical view."""
         d, zr = self.d, self.z_row
+        buf = ws.F
         if self.features_major:
             F = buf
             F[0] = 1.0
             # computed in float64 (shift is float64), rounded once to F's dtype
             np.subtract(block.T, shift[:, None], out=F[zr : zr + d], casting="same_kind")
-            s_count, n = self.n_offsets, F.shape[1]
+            s_count = self.n_offsets
             F[zr + d : zr + d + s_count - 1] = F[zr : zr + s_count - 1]
-            row, col = F.strides
-            shifted = as_strided(F[zr:], shape=(s_count, d, n), strides=(row, row, col))
-            np.multiply(F[zr : zr + d][None], shifted, out=F[1:zr].reshape(s_count, d, n))
+            np.multiply(*ws.products)
             return F
         buf[:, 0] = 1.0
         z = buf[:, zr : zr + d]
@@ -217,14 +231,11 @@ class _Features:
         """Add a (K, m) product R F^T (and tied's shared z z^T) to ``out``."""
         o = layout.offsets
         d, zr = self.d, self.z_row
-        k = G.shape[0]
         out[o[0] : o[1]] += G[:, 0]
         out[o[1] : o[2]] += G[:, zr : zr + d].ravel()
         cov = self.covariance_type
         if cov == "full":
-            s2 = np.zeros((k, d * (d + 1) // 2))
-            s2[:, self.triu_pos[self.keep]] = G[:, 1:zr][:, self.keep]
-            out[o[2] : o[3]] += s2.ravel()
+            out[o[2] : o[3]] += np.take(G, self.packed_source, axis=1).ravel()
         elif cov == "tied":
             out[o[2] : o[3]] += second.ravel()
         else:
@@ -239,7 +250,7 @@ def _features(covariance_type, d):
 def _block_rows(n_feature_rows, itemsize):
     """Rows per block so that the (m, rows) feature matrix is about _BLOCK_BYTES."""
     rows = _BLOCK_BYTES // (itemsize * n_feature_rows)
-    return int(np.clip(rows, _MIN_BLOCK_ROWS, _MAX_BLOCK_ROWS)) // 16 * 16
+    return min(max(rows, _MIN_BLOCK_ROWS), _MAX_BLOCK_ROWS) // 16 * 16
 
 
 # -------------------------------------------------------------- parameters
@@ -356,18 +367,35 @@ def _normalise_in_place(L):
     return log_norm
 
 
-class _Buffers:
-    """Work arrays of one chunk, reallocated only for a shorter last block."""
+class _Workspace:
+    """Work arrays for blocks of ``width`` rows: the feature buffer and L (K, n)."""
 
     def __init__(self, feat, n_components, width, dtype):
-        self.width = width
         self.F = feat.empty(width, dtype)
         self.L = np.empty((n_components, width), dtype=dtype)
+        if feat.features_major:
+            self.products = feat.product_views(self.F)
 
-    def get(self, feat, n_components, rows, dtype):
-        if rows != self.width:
-            return _Buffers(feat, n_components, rows, dtype)
-        return self
+
+_THREAD = threading.local()
+_CACHED_WORKSPACES = 4
+
+
+def _workspace(feat, n_components, width, dtype, full_width=True):
+    """A workspace for this thread; full-width ones are kept for the next chunk
+    (a shorter last block gets a fresh one)."""
+    if not full_width:
+        return _Workspace(feat, n_components, width, dtype)
+    cache = getattr(_THREAD, "workspaces", None)
+    if cache is None:
+        cache = _THREAD.workspaces = {}
+    key = (feat.covariance_type, feat.d, n_components, width, np.dtype(dtype).char)
+    ws = cache.get(key)
+    if ws is None:
+        if len(cache) >= _CACHED_WORKSPACES:
+            cache.clear()
+        ws = cache[key] = _Workspace(feat, n_components, width, dtype)
+    return ws
 
 
 def _block_log_prob(block, kp):
@@ -377,13 +405,12 @@ def _block_log_prob(block, kp):
     k = kp["W"].shape[0]
     feat = _features(kp["covariance_type"], d)
     step = _block_rows(feat.m_total, kp["dtype"].itemsize)
-    buf = _Buffers(feat, k, min(step, n), kp["dtype"])
     out = np.empty((n, k))
     for start in range(0, n, step):
         rows = min(step, n - start)
-        b = buf.get(feat, k, rows, kp["dtype"])
-        F = feat.fill(b.F, block[start : start + rows], kp["shift"])
-        out[start : start + rows] = _log_prob_into(b.L, F, kp, feat).T
+        ws = _workspace(feat, k, rows, kp["dtype"], rows == step or rows == n)
+        F = feat.fill(ws, block[start : start + rows], kp["shift"])
+        out[start : start + rows] = _log_prob_into(ws.L, F, kp, feat).T
     return out
 
 
@@ -423,13 +450,11 @@ def accumulate_statistics(out, layout, z64, resp, sample_weight=None):
     G = np.zeros((layout.n_components, feat.m))
     second = np.zeros((d, d)) if cov == "tied" else None
     zero = np.zeros(d)
-    buf = None
     for start in range(0, n, step):
         z = z64[start : start + step]
         rows = len(z)
-        if buf is None or rows != step:
-            buf = feat.empty(rows, np.float64)
-        Fm = feat.fill(buf, z, zero)[: feat.m]
+        ws = _workspace(feat, 0, rows, np.float64, rows == step or rows == n)
+        Fm = feat.fill(ws, z, zero)[: feat.m]
         if w is not None:
             Fm *= w[start : start + rows]
         r = resp[start : start + rows]
@@ -466,7 +491,6 @@ def chunk_statistics(block, kp, layout, sample_weight=None):
     if sample_weight is not None:
         sample_weight = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
     step = _block_rows(feat.m_total, dtype.itemsize)
-    buf = _Buffers(feat, k, min(step, n), dtype)
     G = np.zeros((k, feat.m))
     second = np.zeros((d, d)) if cov == "tied" else None
     # float32 products sum few rows at a time into float64 accumulators
@@ -475,9 +499,9 @@ def chunk_statistics(block, kp, layout, sample_weight=None):
     with np.errstate(under="ignore", over="ignore"):
         for start in range(0, n, step):
             rows = min(step, n - start)
-            b = buf.get(feat, k, rows, dtype)
-            F = feat.fill(b.F, block[start : start + rows], kp["shift"])
-            R = _log_prob_into(b.L, F, kp, feat)
+            ws = _workspace(feat, k, rows, dtype, rows == step or rows == n)
+            F = feat.fill(ws, block[start : start + rows], kp["shift"])
+            R = _log_prob_into(ws.L, F, kp, feat)
             log_norm = _normalise_in_place(R)
             if sample_weight is None:
                 loglik += float(log_norm.sum(dtype=np.float64))
