@@ -132,6 +132,21 @@ def _merge_candidates(stats, layout, labels, n_components):
     return merged.pack_from_second_moments(assign @ n, assign @ s1, s2, 0.0, n_rows), merged
 
 
+def _first_centre_steps(n_samples, shift, rng, weighted):
+    """Step generator: a seed for later draws and one uniformly chosen row.
+
+    With sample weights the row is drawn by weight in one pass (so that a
+    zero-weight row is never chosen); without, it is fetched by index.
+    """
+    seed = int(rng.randint(np.iinfo(np.int64).max))
+    first = int(rng.randint(n_samples))  # drawn in both cases: same stream
+    if weighted:
+        centre = yield from d2_sample_steps(shift, np.empty((0, len(shift))), 1, seed)
+    else:
+        centre = (yield RowsRequest(np.array([first]))) - shift
+    return seed, centre
+
+
 def kmeans_parallel_steps(n_samples, shift, n_components, covariance_type, rng, weighted,
                           rounds=KMEANS_PARALLEL_ROUNDS):
     """Step generator: k-means|| clusters and their hard-assignment statistics.
@@ -151,12 +166,7 @@ def kmeans_parallel_steps(n_samples, shift, n_components, covariance_type, rng, 
     centres : ndarray (K, d)
         Shifted cluster centres.
     """
-    seed = int(rng.randint(np.iinfo(np.int64).max))
-    first = int(rng.randint(n_samples))
-    if weighted:
-        candidates = yield from d2_sample_steps(shift, np.empty((0, len(shift))), 1, seed)
-    else:
-        candidates = (yield RowsRequest(np.array([first]))) - shift
+    seed, candidates = yield from _first_centre_steps(n_samples, shift, rng, weighted)
     for r in range(rounds):
         new = yield from d2_sample_steps(shift, candidates, 2 * n_components, seed + r + 1)
         candidates = np.vstack([candidates, new])
@@ -215,12 +225,7 @@ def _single_row_statistics(rows, covariance_type):
 
 def kmeans_plusplus_steps(n_samples, shift, n_components, rng, weighted):
     """Step generator: a uniform row, then one D^2-sampled row per pass."""
-    seed = int(rng.randint(np.iinfo(np.int64).max))
-    first = int(rng.randint(n_samples))
-    if weighted:
-        centres = yield from d2_sample_steps(shift, np.empty((0, len(shift))), 1, seed)
-    else:
-        centres = (yield RowsRequest(np.array([first]))) - shift
+    seed, centres = yield from _first_centre_steps(n_samples, shift, rng, weighted)
     for k in range(1, n_components):
         new = yield from d2_sample_steps(shift, centres, 1, seed + k)
         centres = np.vstack([centres, new if len(new) else centres[:1]])
