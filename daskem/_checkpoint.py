@@ -18,7 +18,6 @@ import os
 
 import numpy as np
 
-from ._em import EMResult, MixtureParameters
 from .persistence import read_npz, versions, write_npz_atomic
 
 FORMAT = "daskem-checkpoint"
@@ -57,6 +56,8 @@ def _put_parameters(arrays, prefix, params):
 
 
 def _get_parameters(arrays, prefix):
+    from ._em import MixtureParameters
+
     return MixtureParameters(*(np.array(arrays[f"{prefix}.{field}"]) for field in _FIELDS))
 
 
@@ -115,6 +116,7 @@ def load_checkpoint(directory):
     ValueError
         The file is corrupted, truncated, foreign or from a newer daskem.
     """
+    from ._em import EMResult
     from .gaussian_mixture import FitState
 
     path = checkpoint_file(directory)

@@ -771,11 +771,7 @@ def _run_fit(reporter, data, out, params, columns, chunks, cache, checkpoint, re
     import numpy as np
 
     from . import _checkpoint
-    from .gaussian_mixture import GaussianMixture
 
-    est = GaussianMixture(**params, cache=cache)
-    with bad_input(ValueError, TypeError):
-        est._validate_params()
     _check_local(out, "--out (the model file)")
     if checkpoint:
         _check_local(checkpoint, "--checkpoint")
@@ -794,6 +790,13 @@ def _run_fit(reporter, data, out, params, columns, chunks, cache, checkpoint, re
             f"the data have {X.shape[0]} row(s), fewer than --n-components {params['n_components']}"
         )
     fingerprint = data_fingerprint(data, X, columns)
+
+    # imported only now: scikit-learn is slow to import, and bad data fail faster without it
+    from .gaussian_mixture import GaussianMixture
+
+    est = GaussianMixture(**params, cache=cache)
+    with bad_input(ValueError, TypeError):
+        est._validate_params()
 
     state = None
     if resume and _checkpoint.has_checkpoint(checkpoint):
