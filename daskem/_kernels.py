@@ -442,27 +442,53 @@ def accumulate_statistics(out, layout, z64, resp, sample_weight=None):
     z64 = np.asarray(z64, dtype=np.float64)
     n, d = z64.shape
     feat = _features(cov, d)
-    step = _block_rows(feat.m_total, 8)
-    sparse = sp.issparse(resp)
-    if sparse:
-        resp = sp.csr_matrix(resp)
-    w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1)
     G = np.zeros((layout.n_components, feat.m))
-    second = np.zeros((d, d)) if cov == "tied" else None
-    zero = np.zeros(d)
-    for start in range(0, n, step):
-        z = z64[start : start + step]
-        rows = len(z)
-        ws = _workspace(feat, 0, rows, np.float64, rows == step or rows == n)
-        Fm = feat.fill(ws, z, zero)[: feat.m]
-        if w is not None:
-            Fm *= w[start : start + rows]
-        r = resp[start : start + rows]
-        # (rows, m) C-ordered for the sparse product
-        G += np.asarray(r.T @ np.ascontiguousarray(Fm.T))
-        if cov == "tied":
-            second += Fm[feat.z_row : feat.z_row + d] @ z
+    second = None
+    if cov == "tied":
+        # the shared second moment counts every row once, whatever resp is
+        second = (z64.T if w is None else z64.T * w) @ z64
+    if sp.issparse(resp):
+        _accumulate_sparse(G, feat, z64, sp.coo_matrix(resp), w)
+    else:
+        resp = np.asarray(resp, dtype=np.float64)
+        step = _block_rows(feat.m_total, 8)
+        zero = np.zeros(d)
+        for start in range(0, n, step):
+            z = z64[start : start + step]
+            rows = len(z)
+            ws = _workspace(feat, 0, rows, np.float64, rows == step or rows == n)
+            Fm = feat.fill(ws, z, zero)[: feat.m]
+            r = resp[start : start + rows]
+            if w is not None:
+                r = r * w[start : start + rows, None]
+            G += r.T @ Fm.T
     feat.add_statistics(out, layout, G, second)
+
+
+def _accumulate_sparse(G, feat, z64, coo, w):
+    """G += R F^T for sparse responsibilities (hard assignments, mostly).
+
+    The non-zeros are sorted by component, their rows gathered in that
+    order, and each component's features summed over its run of columns.
+    """
+    order = np.argsort(coo.col, kind="stable")
+    rows, comps = coo.row[order], coo.col[order]
+    values = np.asarray(coo.data[order], dtype=np.float64)
+    if w is not None:
+        values = values * w[rows]
+    step = _block_rows(feat.m_total, 8)
+    zero = np.zeros(feat.d)
+    nnz = len(rows)
+    for start in range(0, nnz, step):
+        stop = min(nnz, start + step)
+        ws = _workspace(feat, 0, stop - start, np.float64, stop - start == step)
+        Fm = feat.fill(ws, z64[rows[start:stop]], zero)[: feat.m]
+        if not np.all(values[start:stop] == 1.0):
+            Fm *= values[start:stop]
+        c = comps[start:stop]
+        heads = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+        G[c[heads]] += np.add.reduceat(Fm, heads, axis=1).T
 
 
 def chunk_statistics(block, kp, layout, sample_weight=None):
