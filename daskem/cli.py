@@ -445,6 +445,14 @@ ColumnsOpt = Annotated[Optional[str], typer.Option(
 ChunksOpt = Annotated[Optional[int], typer.Option(
     "--chunks", min=1, metavar="ROWS", help="Rows per chunk (default: about 128 MiB per chunk).",
     rich_help_panel=DATA_PANEL)]
+WeightColumnOpt = Annotated[Optional[str], typer.Option(
+    "--weight-column", metavar="NAME",
+    help="Parquet column of non-negative row weights (left out of the features).",
+    rich_help_panel=DATA_PANEL)]
+WeightsOpt = Annotated[Optional[str], typer.Option(
+    "--weights", metavar="PATH",
+    help="Zarr array or .npy file of non-negative row weights, one per row.",
+    rich_help_panel=DATA_PANEL)]
 
 
 def parse_columns(columns):
@@ -472,6 +480,51 @@ def read_data(source, columns=None, chunks=None):
 
     with bad_input(ValueError, TypeError, FileNotFoundError):
         return read(source, columns=columns, chunks=chunks)
+
+
+def read_weighted_data(source, columns, chunks, weight_column=None, weights=None):
+    """Features, row weights (or None) and the feature columns used.
+
+    ``weight_column`` names a Parquet column of weights (left out of the
+    features); ``weights`` is a Zarr array or .npy file with one weight per row.
+    """
+    if weight_column and weights:
+        raise BadInput("give either --weight-column or --weights, not both")
+    if weight_column:
+        if columns is None:
+            import dask.dataframe as dd
+
+            with bad_input(ValueError, TypeError, FileNotFoundError, OSError):
+                columns = [str(c) for c in dd.read_parquet(source).columns]
+            if weight_column not in columns:
+                raise BadInput(f"--weight-column {weight_column!r} is not a column of {source}")
+            columns = [c for c in columns if c != weight_column]
+        elif weight_column in columns:
+            raise BadInput(f"--weight-column {weight_column!r} is also among --columns")
+        X = read_data(source, columns, chunks)
+        return X, read_data(source, [weight_column], chunks)[:, 0], columns
+    X = read_data(source, columns, chunks)
+    if not weights:
+        return X, None, columns
+    import dask.array as da
+    import numpy as np
+
+    path = _local_path(weights) or weights
+    if not os.path.exists(path) and "://" not in os.fspath(weights):
+        raise BadInput(f"--weights: no such file or directory: {weights!r}")
+    with bad_input(ValueError, TypeError, OSError, FileNotFoundError):
+        if str(path).endswith(".npy"):
+            w = da.from_array(np.load(path, mmap_mode="r"))
+        else:
+            w = da.from_zarr(weights)
+    if w.ndim == 2 and w.shape[1] == 1:
+        w = w[:, 0]
+    if w.ndim != 1 or w.shape[0] != X.shape[0]:
+        raise BadInput(
+            f"--weights {weights!r} has shape {tuple(w.shape)}; expected one weight per row "
+            f"({X.shape[0]},)"
+        )
+    return X, w, columns
 
 
 def _local_path(source):
@@ -714,6 +767,8 @@ def fit(
         "--reg-covar", min=0.0, help="Added to the covariance diagonals.")] = 1e-6,
     columns: ColumnsOpt = None,
     chunks: ChunksOpt = None,
+    weight_column: WeightColumnOpt = None,
+    weights: WeightsOpt = None,
     cache: Annotated[CacheMode, typer.Option(
         "--cache", help="Keep the data in cluster memory during the fit (auto: when it fits).",
         rich_help_panel=DATA_PANEL)] = CacheMode.auto,
@@ -763,11 +818,11 @@ def fit(
     )
     cache_value = {"auto": "auto", "true": True, "false": False}[cache.value]
     _run_fit(reporter, data, out, params, parse_columns(columns), chunks, cache_value,
-             checkpoint, resume, strict, overwrite, cluster)
+             checkpoint, resume, strict, overwrite, cluster, (weight_column, weights))
 
 
 def _run_fit(reporter, data, out, params, columns, chunks, cache, checkpoint, resume, strict,
-             overwrite, cluster):
+             overwrite, cluster, weight_options=(None, None)):
     import numpy as np
 
     from . import _checkpoint
@@ -784,12 +839,14 @@ def _run_fit(reporter, data, out, params, columns, chunks, cache, checkpoint, re
             "or --overwrite to start over"
         )
 
-    X = read_data(data, columns, chunks)
+    X, sample_weight, columns = read_weighted_data(data, columns, chunks, *weight_options)
     if X.shape[0] < params["n_components"]:
         raise BadInput(
             f"the data have {X.shape[0]} row(s), fewer than --n-components {params['n_components']}"
         )
     fingerprint = data_fingerprint(data, X, columns)
+    if any(weight_options):
+        fingerprint["weights"] = weight_options[0] or _normalise_source(weight_options[1])
 
     # imported only now: scikit-learn is slow to import, and bad data fail faster without it
     from .gaussian_mixture import GaussianMixture
@@ -847,7 +904,8 @@ def _run_fit(reporter, data, out, params, columns, chunks, cache, checkpoint, re
                              lower_bound=state.lower_bound if state.lower_bounds else None)
         try:
             with bad_input(ValueError):
-                est._fit(X, on_iteration=on_iteration, on_state=on_state, resume=state)
+                est._fit(X, sample_weight=sample_weight, on_iteration=on_iteration,
+                         on_state=on_state, resume=state)
         finally:
             reporter.end_fit()
     seconds = time.perf_counter() - started
@@ -880,6 +938,132 @@ def _run_fit(reporter, data, out, params, columns, chunks, cache, checkpoint, re
                    lower_bound=_json_number(est.lower_bound_))
     if reporter.mode in ("plain", "rich"):
         print_model_summary(est, out, terminal=_isatty(sys.stdout), n_rows=X.shape[0])
+
+
+def parse_components(text):
+    """'1-10', '2,4,8' or '3' -> sorted list of component counts."""
+    counts = set()
+    try:
+        for part in str(text).split(","):
+            lo, sep, hi = part.strip().partition("-")
+            counts.update(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+    except ValueError:
+        raise BadInput(f"invalid --n-components {text!r}: give e.g. 1-10 or 2,4,8") from None
+    if not counts or min(counts) < 1:
+        raise BadInput(f"invalid --n-components {text!r}: counts must be positive")
+    return sorted(counts)
+
+
+SELECT_HELP = (
+    "Fit a grid of mixtures (component counts x covariance types) in shared passes over DATA, "
+    "print their log-likelihood, BIC and AIC, and write the best model to --out.\n\n"
+    "Each pass over the data serves every candidate still running, so the grid reads the "
+    "data about as often as its longest fit."
+)
+
+
+@app.command(help=SELECT_HELP, epilog=EXIT_CODES_HELP)
+def select(
+    data: Annotated[str, typer.Argument(metavar="DATA", help="Training data (Zarr, Parquet, .npy).")],
+    out: Annotated[str, typer.Option(
+        "--out", "-o", metavar="MODEL", help="Where to write the best model (.npz).",
+        rich_help_panel=OUTPUT)],
+    n_components: Annotated[str, typer.Option(
+        "--n-components", "-k", metavar="RANGE", help="Component counts: 1-10 or 2,4,8.")] = "1-10",
+    covariance_type: Annotated[str, typer.Option(
+        "--covariance-type", metavar="TYPES",
+        help="Comma-separated covariance types.")] = "full,tied,diag,spherical",
+    criterion: Annotated[str, typer.Option("--criterion", help="bic or aic (lower is better).")] = "bic",
+    max_iter: Annotated[int, typer.Option("--max-iter", min=0, help="EM iterations at most.")] = 100,
+    tol: Annotated[float, typer.Option("--tol", min=0.0, help="Convergence threshold.")] = 1e-3,
+    n_init: Annotated[int, typer.Option("--n-init", min=1, help="Restarts per candidate.")] = 1,
+    init_params: Annotated[InitParams, typer.Option(
+        "--init-params", help="Initialisation method.")] = InitParams.kmeans_parallel,
+    random_state: Annotated[Optional[int], typer.Option(
+        "--random-state", min=0, max=2**32 - 1, help="Seed of every candidate.")] = None,
+    reg_covar: Annotated[float, typer.Option(
+        "--reg-covar", min=0.0, help="Added to the covariance diagonals.")] = 1e-6,
+    columns: ColumnsOpt = None,
+    chunks: ChunksOpt = None,
+    weight_column: WeightColumnOpt = None,
+    weights: WeightsOpt = None,
+    cache: Annotated[CacheMode, typer.Option(
+        "--cache", help="Keep the data in cluster memory (auto: when it fits).",
+        rich_help_panel=DATA_PANEL)] = CacheMode.auto,
+    plot: Annotated[Optional[str], typer.Option(
+        "--plot", metavar="FIG.png", help="Also draw the criterion against K per covariance type.",
+        rich_help_panel=OUTPUT)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the table as JSON records.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing model file or plot.", rich_help_panel=OUTPUT)] = False,
+    scheduler: SchedulerOpt = None,
+    scheduler_file: SchedulerFileOpt = None,
+    workers: WorkersOpt = None,
+    threads_per_worker: ThreadsOpt = None,
+    memory_limit: MemoryOpt = "auto",
+    processes: ProcessesOpt = True,
+    dashboard: DashboardOpt = True,
+    quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
+):
+    import numpy as np
+
+    reporter = _reporter("select", quiet, log_json)
+    ks = parse_components(n_components)
+    types = [t.strip() for t in covariance_type.split(",") if t.strip()]
+    unknown = [t for t in types if t not in {c.value for c in CovarianceType}]
+    if not types or unknown:
+        raise BadInput(f"invalid --covariance-type {covariance_type!r}: use full, tied, diag, spherical")
+    if criterion not in ("bic", "aic"):
+        raise BadInput(f"invalid --criterion {criterion!r}: use bic or aic")
+    cluster = ClusterOptions(scheduler, scheduler_file, workers, threads_per_worker,
+                             memory_limit, processes, dashboard)
+    cluster.check()
+    _check_local(out, "--out (the model file)")
+    _check_new_output(out, overwrite, "model")
+    if plot:
+        _check_local(plot, "--plot")
+        _check_new_output(plot, overwrite, "plot")
+    columns = parse_columns(columns)
+    X, sample_weight, columns = read_weighted_data(data, columns, chunks, weight_column, weights)
+    if X.shape[0] < max(ks):
+        raise BadInput(f"the data have {X.shape[0]} row(s), fewer than {max(ks)} components")
+    fingerprint = data_fingerprint(data, X, columns)
+    from .selection import select_model
+
+    options = dict(max_iter=max_iter, tol=float(tol), n_init=n_init, init_params=init_params.value,
+                   reg_covar=float(reg_covar),
+                   cache={"auto": "auto", "true": True, "false": False}[cache.value])
+    reporter.event(
+        "start", f"selecting among {len(ks) * len(types)} candidates on {data} "
+                 f"({X.shape[0]} rows x {X.shape[1]} features)",
+        candidates=len(ks) * len(types), shape=list(X.shape),
+    )
+    started = time.perf_counter()
+    with _warnings_to(reporter), dask_client(cluster, reporter), bad_input(ValueError):
+        table, best = select_model(X, ks, types, criterion=criterion, sample_weight=sample_weight,
+                                   random_state=random_state, **options)
+    seconds = time.perf_counter() - started
+    if columns is not None:
+        best.feature_names_in_ = np.asarray(columns, dtype=object)
+    best.save(out, data=fingerprint, command="daskem select",
+              fit={**best.get_params(), "criterion": criterion, "random_state": random_state})
+    if plot:
+        from .plotting import plot_selection, save_figure
+
+        save_figure(plot_selection(table, criterion), plot)
+    reporter.event("finished", f"best: {best.n_components} {best.covariance_type} component(s); "
+                               f"model written to {out} ({seconds:.1f} s)",
+                   out=out, n_components=int(best.n_components),
+                   covariance_type=best.covariance_type, seconds=round(seconds, 3))
+    if as_json:
+        records = [
+            {k: (_json_number(v) if isinstance(v, float) else v) for k, v in row.items()}
+            for row in table.astype(object).to_dict(orient="records")
+        ]
+        print(json.dumps(records))
+    else:
+        print(table.drop(columns=["error"] if table["error"].isna().all() else []).to_string(index=False))
 
 
 def _remove_checkpoint(directory):

@@ -175,3 +175,33 @@ def save_figure(fig, path, dpi=100):
         except OSError:
             pass
         raise
+
+
+def plot_selection(table, criterion="bic"):
+    """The criterion against the number of components, one line per covariance type.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        As returned by :func:`daskem.select_model`.
+    criterion : {'bic', 'aic'}
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(6.4, 4.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for cov, rows in table.groupby("covariance_type", sort=False):
+        rows = rows.sort_values("n_components")
+        ax.plot(rows["n_components"], rows[criterion], marker="o", label=cov)
+    best = table.loc[table[criterion].idxmin()]
+    ax.scatter([best["n_components"]], [best[criterion]], s=160, facecolors="none",
+               edgecolors="black", zorder=3, label=f"best: {best['n_components']}, {best['covariance_type']}")
+    ax.set_xlabel("number of components")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(f"{criterion.upper()} (lower is better)")
+    ax.legend()
+    fig.tight_layout()
+    return fig
