@@ -293,8 +293,8 @@ def main(argv=None):
         f"{min(load):.1f} to {max(load):.1f} (1 min), so seconds are noisy; memory is not.",
         "",
         f"daskem: {versions[0][0]}, sources {versions[0][1]}"
-        + (" (unchanged during the run)." if len(set(versions)) == 1 else
-           f" at the start; CHANGED during the run: {', '.join(sorted(set(v[1] for v in versions[1:])))}."),
+        + (" (unchanged during the run)." if len({v[1] for v in versions}) == 1 else
+           f" at the start; CHANGED during the run: {', '.join(sorted({v[1] for v in versions[1:]}))}."),
         "",
         f"Data: Zarr, {args.features} float32 features, a {args.components}-component mixture, "
         f"uncompressed, stored and read in chunks of {args.chunk_rows:,} rows ({chunk_mib:.0f} MiB). "
