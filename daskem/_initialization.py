@@ -14,7 +14,6 @@ passes, so that many initialisations can share them.
 
 import numpy as np
 import scipy.sparse as sp
-from sklearn.cluster import KMeans
 
 from ._em import m_step
 from ._kernels import StatisticsLayout, accumulate_statistics
@@ -177,6 +176,8 @@ def kmeans_parallel_steps(n_samples, shift, n_components, covariance_type, rng, 
     if layout.n_components <= n_components:
         labels = np.arange(layout.n_components)
     else:
+        from sklearn.cluster import KMeans  # here: Dask workers need not import scikit-learn
+
         km = KMeans(n_clusters=n_components, n_init=1, random_state=rng.randint(2**31 - 1))
         labels = km.fit(candidates[keep], sample_weight=counts).labels_
     stats, layout = _merge_candidates(stats, layout, labels, n_components)

@@ -8,7 +8,6 @@ large data needs (how many bad values, and where the first one is).
 import dask
 import dask.array as da
 import numpy as np
-from sklearn.utils.validation import check_array
 
 # Rows of a NumPy input go to Dask in chunks of about this many bytes.
 NUMPY_CHUNK_BYTES = 32 * 2**20
@@ -27,6 +26,8 @@ def as_dask_array(X, estimator_name="GaussianMixture", ensure_min_samples=1):
     columns, float dtype, one chunk along the features); its finiteness needs
     a pass over the data and is checked by :func:`data_summary`.
     """
+    from sklearn.utils.validation import check_array
+
     from .io import read
 
     feature_names = None
@@ -98,6 +99,9 @@ def _chunk_summary(block, block_info=None):
     """[n_nan, n_inf, first bad row (global, or -1), column sums...] of a chunk."""
     start = block_info[0]["array-location"][0][0] if block_info else 0
     block = np.asarray(block)
+    sums = block.sum(axis=0, dtype=np.float64)
+    if np.isfinite(sums).all():  # the common case: no copy of the chunk
+        return np.concatenate([[0.0, 0.0, -1.0], sums])[None, :]
     nan = np.isnan(block)
     inf = np.isinf(block)
     bad_rows = np.flatnonzero((nan | inf).any(axis=1))
@@ -105,6 +109,22 @@ def _chunk_summary(block, block_info=None):
     sums = np.where(nan | inf, 0.0, block).sum(axis=0, dtype=np.float64)
     head = np.array([nan.sum(), inf.sum(), first], dtype=np.float64)
     return np.concatenate([head, sums])[None, :]
+
+
+def checked_chunk_function(func):
+    """Wrap a per-chunk function so that NaN or infinity in a chunk is an error."""
+    def checked(block, kp, block_info=None):
+        finite = np.isfinite(block)
+        if not finite.all():
+            bad = np.flatnonzero(~finite.all(axis=1))
+            start = block_info[0]["array-location"][0][0] if block_info else 0
+            n_nan = int(np.isnan(block).sum())
+            raise ValueError(
+                nonfinite_message(n_nan, int((~finite).sum()) - n_nan, start + bad[0], block.dtype)
+            )
+        return func(block, kp)
+    checked.__name__ = func.__name__
+    return checked
 
 
 def data_summary(X):
@@ -133,6 +153,8 @@ def data_summary(X):
 
 def check_weights_init(weights, n_components):
     """scikit-learn's checks on user-given initial weights; float64 result."""
+    from sklearn.utils.validation import check_array
+
     weights = check_array(weights, dtype=[np.float64, np.float32], ensure_2d=False)
     _check_shape(weights, (n_components,), "weights")
     if np.any(weights < 0.0) or np.any(weights > 1.0):
@@ -151,6 +173,8 @@ def check_weights_init(weights, n_components):
 
 def check_means_init(means, n_components, n_features):
     """scikit-learn's checks on user-given initial means; float64 result."""
+    from sklearn.utils.validation import check_array
+
     means = check_array(means, dtype=[np.float64, np.float32], ensure_2d=False)
     _check_shape(means, (n_components, n_features), "means")
     return means.astype(np.float64)
@@ -158,6 +182,8 @@ def check_means_init(means, n_components, n_features):
 
 def check_precisions_init(precisions, covariance_type, n_components, n_features):
     """scikit-learn's checks on user-given initial precisions; float64 result."""
+    from sklearn.utils.validation import check_array
+
     from ._covariance import covariance_shape
 
     precisions = check_array(

@@ -33,9 +33,9 @@ from ._validation import (
     check_precisions_init,
     check_sample_weight,
     check_weights_init,
+    checked_chunk_function,
     data_summary,
     is_dask_collection,
-    nonfinite_message,
 )
 
 logger = logging.getLogger("daskem")
@@ -311,6 +311,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             check_n_samples(Xd.shape[0], self.n_components)
             self._check_initial_parameters(Xd.shape[1])
             weights = check_sample_weight(sample_weight, Xd)
+            # persist first: the validation pass then reads storage only once
+            Xd = self._cache(Xd)
             shift = data_summary(Xd)
         else:
             Xn = validate_data(
@@ -319,12 +321,12 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             check_n_samples(Xn.shape[0], self.n_components)
             self._check_initial_parameters(Xn.shape[1])
             shift = np.mean(Xn, axis=0, dtype=np.float64)
-            Xd, _, _ = as_dask_array(Xn, type(self).__name__)
+            Xd = self._cache(as_dask_array(Xn, type(self).__name__)[0])
             weights = check_sample_weight(sample_weight, Xd)
         total_weight = Xd.shape[0] if weights is None else float(weights.sum().compute())
         if total_weight <= 0:
             raise ValueError("sample_weight sums to zero: no row carries any weight.")
-        return FitData(self._cache(Xd), shift, weights, total_weight)
+        return FitData(Xd, shift, weights, total_weight)
 
     def _check_initial_parameters(self, n_features):
         k = self.n_components
@@ -617,7 +619,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         kp = dask.delayed(kp, pure=True, traverse=False)
         kwargs = {"drop_axis": 1} if n_columns is None else {"chunks": (X.chunks[0], (n_columns,))}
         return da.map_blocks(
-            _checked(func), X, kp, dtype=dtype,
+            checked_chunk_function(func), X, kp, dtype=dtype,
             meta=np.empty((0,) * (1 if n_columns is None else 2), dtype=dtype), **kwargs,
         )
 
@@ -737,19 +739,3 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         elif self.verbose >= 2:
             print("Initialization %s. time lapse %.5fs\t lower bound %.5f."
                   % (word, time.perf_counter() - start, lb))
-
-
-def _checked(func):
-    """Wrap a per-chunk function so that NaN or infinity in a chunk is an error."""
-    def checked(block, kp, block_info=None):
-        finite = np.isfinite(block)
-        if not finite.all():
-            bad = np.flatnonzero(~finite.all(axis=1))
-            start = block_info[0]["array-location"][0][0] if block_info else 0
-            n_nan = int(np.isnan(block).sum())
-            raise ValueError(
-                nonfinite_message(n_nan, int((~finite).sum()) - n_nan, start + bad[0], block.dtype)
-            )
-        return func(block, kp)
-    checked.__name__ = func.__name__
-    return checked

@@ -329,17 +329,12 @@ def test_cache_true_reads_storage_a_fixed_number_of_times(counted_zarr):
     many, log_many, gm_many = _fit_counting(counted_zarr, True, 8)
     # four times as many EM passes, not one more read of any chunk
     assert many == few
-    assert max(few.values()) <= 2, few
+    assert max(few.values()) == 1, few
     assert log_few == ["data cache: persisted (forced by cache=True)"]
     # same start, so the first two iterations agree
     np.testing.assert_allclose(gm_many.lower_bounds_[:2], gm_few.lower_bounds_, rtol=1e-12)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the finiteness/mean pass (data_summary) runs on the unpersisted data "
-    "before GaussianMixture._cache persists it, so cache=True reads storage twice",
-)
 def test_cache_true_reads_storage_once(counted_zarr):
     counts, _, _ = _fit_counting(counted_zarr, True, 2)
     assert counts == dict.fromkeys(range(6), 1)
