@@ -112,7 +112,7 @@ def main():
     p.add_argument("--only", choices=["grid", "online"], help="run one of the two benchmarks")
     a = p.parse_args()
     if a.quick:
-        grid_rows, ks, types, max_iter, online_rows, batch_rows = 20_000, [1, 2], ("full", "diag"), 10, 40_000, 5_000
+        grid_rows, ks, types, max_iter, online_rows, batch_rows = 6_000, [1, 2], ("full", "diag"), 10, 12_000, 2_000
     else:
         grid_rows, ks, types, max_iter = 1_000_000, list(range(1, 11)), ("full", "tied", "diag", "spherical"), 100
         online_rows, batch_rows = 10_000_000, 50_000

@@ -537,6 +537,7 @@ def _readme_blocks():
 
 
 @pytest.mark.slow
+@pytest.mark.tls
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 def test_tls_with_the_readme_recipe(tmp_path, data_path, reference, monkeypatch):
     """The README's certificate commands, scheduler/worker TLS flags and client
