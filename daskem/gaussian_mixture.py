@@ -368,7 +368,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
         persist, reason = cache_decision(X, self.cache)
         logger.info("data cache: %s (%s)", "persisted" if persist else "streamed", reason)
-        return X.persist() if persist else X
+        return _coalesce_chunks(X).persist() if persist else X
 
     def _fit_steps(self, data, on_iteration=None, on_state=None, resume=None):
         """Step generator of a whole fit: every initialisation and its EM run.
@@ -739,3 +739,23 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         elif self.verbose >= 2:
             print("Initialization %s. time lapse %.5fs\t lower bound %.5f."
                   % (word, time.perf_counter() - start, lb))
+
+
+# Persisted chunks smaller than this are merged: every chunk costs a task per
+# pass, and the scheduler's cost per task would outweigh the arithmetic.
+_MIN_PERSISTED_CHUNK_BYTES = 16 * 2**20
+
+
+def _coalesce_chunks(X):
+    """Merge small row chunks (by size only) before persisting.
+
+    The merged chunking depends on the data alone, not on the cluster, so
+    fits stay reproducible; it changes results only by rounding (1e-10), and
+    outputs of predict follow the caller's array, not this one.
+    """
+    row_bytes = X.shape[1] * X.dtype.itemsize
+    rows = max(int(np.median(X.chunks[0])), _MIN_PERSISTED_CHUNK_BYTES // row_bytes)
+    if rows <= np.median(X.chunks[0]) * 1.5:
+        return X
+    return X.rechunk({0: rows})
+
