@@ -222,7 +222,7 @@ def gemm_flops(covariance_type, n, d, k):
 
 
 def sklearn_per_iteration(X, covariance_type, k, init, max_iter):
-    """Median seconds per EM iteration by scikit-learn's own per-iteration clock."""
+    """Seconds per EM iteration by scikit-learn's own per-iteration clock."""
     from sklearn.mixture import GaussianMixture as SkGM
 
     gm = SkGM(
@@ -238,15 +238,17 @@ def sklearn_per_iteration(X, covariance_type, k, init, max_iter):
     lapses = {int(i): float(t) for i, t in re.findall(r"Iteration (\d+)\s+time lapse ([0-9.eE+-]+)s", buf.getvalue())}
     per_iter = [t for i, t in lapses.items() if i >= 2] or [wall / max(gm.n_iter_, 1)]
     return {
+        "times": per_iter,
         "seconds": median(per_iter),
         "wall": wall,
         "lower_bound": float(gm.lower_bound_),
+        "lower_bounds": [float(v) for v in getattr(gm, "lower_bounds_", [])],
         "peak_mib": mem.peak_mib,
     }
 
 
 def daskem_per_iteration(X, covariance_type, k, init, max_iter, n_chunks, repeats=1, dask_array=None):
-    """Median of daskem's iteration_seconds_ over ``repeats`` fits."""
+    """daskem's iteration_seconds_ over ``repeats`` fits (median in "seconds")."""
     import dask.array as da
 
     from daskem import GaussianMixture
@@ -267,12 +269,39 @@ def daskem_per_iteration(X, covariance_type, k, init, max_iter, n_chunks, repeat
         peaks.append(mem.peak_mib)
         seconds.extend(gm.iteration_seconds_)
     return {
+        "times": seconds,
         "seconds": median(seconds),
         "wall": median(walls),
         "lower_bound": float(gm.lower_bound_),
+        "lower_bounds": [float(v) for v in gm.lower_bounds_],
         "peak_mib": max(peaks),
-        "model": gm,
+        "chunks": dask_array.numblocks[0],
     }
+
+
+def interleaved(X, covariance_type, k, init, args, n_chunks, rounds, daskem_iter=None):
+    """scikit-learn and daskem fits alternating for ``rounds`` rounds (the
+    machine is shared: both see the same conditions); medians over all of
+    each library's iterations."""
+    sk_runs, de_runs = [], []
+    for r in range(rounds):
+        steps = [
+            lambda: sk_runs.append(sklearn_per_iteration(X, covariance_type, k, init, args.sklearn_iter)),
+            lambda: de_runs.append(daskem_per_iteration(
+                X, covariance_type, k, init, daskem_iter or args.daskem_iter, n_chunks)),
+        ]
+        for step in steps if r % 2 == 0 else steps[::-1]:
+            step()
+    sk = {"seconds": median([t for run in sk_runs for t in run["times"]]),
+          "peak_mib": max(run["peak_mib"] for run in sk_runs),
+          "lower_bounds": sk_runs[0]["lower_bounds"]}
+    de = {"seconds": median([t for run in de_runs for t in run["times"]]),
+          "peak_mib": max(run["peak_mib"] for run in de_runs),
+          "lower_bounds": de_runs[0]["lower_bounds"], "chunks": de_runs[0]["chunks"]}
+    common = min(len(sk["lower_bounds"]), len(de["lower_bounds"]))
+    a, b = np.array(sk["lower_bounds"][:common]), np.array(de["lower_bounds"][:common])
+    agree = float(np.max(np.abs(a - b) / np.abs(a))) if common else float("nan")
+    return sk, de, agree
 
 
 class Spark:
@@ -326,6 +355,8 @@ class Spark:
         from pyspark.ml.clustering import GaussianMixture as SparkGM
 
         df = self.frame(X)
+        # a first fit pays for JIT compilation and caching; it is not timed
+        SparkGM(k=k, maxIter=1, tol=0.0, seed=0, featuresCol="features").fit(df)
         times = {}
         for m in iters:
             t0 = time.perf_counter()
@@ -347,21 +378,35 @@ def grid_rows(args):
     rows = []
     for d in args.dims:
         for k in args.components:
-            n = scaled_n(args, d, k)
             for cov in args.covariance_types:
+                n = scaled_n(args, cov, d, k)
                 for dtype in args.dtypes:
                     rows.append((cov, d, k, dtype, n))
     return rows
 
 
-def scaled_n(args, d, k):
-    """Rows for a (d, K) cell: N, reduced where scikit-learn would take too long."""
-    if args.quick:
+# scikit-learn's seconds per million rows and EM iteration on this kind of
+# machine at d=16, K=8 (measured), scaled by K (d / 16)^e: only used to pick N
+_SKLEARN_COST = {"full": (2.5, 1.5), "tied": (2.5, 1.5), "diag": (0.6, 0.5), "spherical": (0.6, 0.5)}
+
+
+def scaled_n(args, covariance_type, d, k):
+    """Rows for a grid cell: N at d=16, K=8; elsewhere reduced so that
+    scikit-learn takes about ``--sklearn-budget`` seconds per iteration."""
+    if args.quick or (d <= 16 and k <= 8):
         return args.n
-    work = (d / 16.0) ** 1.5 * (k / 8.0)
-    if work <= 1:
-        return args.n
-    return int(max(args.n / 40, args.n / work) // 1000 * 1000)
+    base, e = _SKLEARN_COST[covariance_type]
+    per_million = base * (k / 8.0) * (d / 16.0) ** e
+    n = min(args.n, args.sklearn_budget / per_million * 1e6)
+    n = max(n, args.n / 40)
+    step = 50_000 if n >= 100_000 else 5_000
+    return int(max(step, n // step * step))
+
+
+def grid_chunks(args, n):
+    """daskem's chunks for n rows: --chunks, but at least ~50,000 rows each
+    (and at least 4 chunks, for 2 threads)."""
+    return max(min(args.chunks, n // 50_000), min(4, args.chunks))
 
 
 def run_grid(args, spark, peaks):
@@ -376,24 +421,24 @@ def run_grid(args, spark, peaks):
         X = X64 if dtype == "float64" else X64.astype(np.float32)
         init = starting_parameters(X64, cov, k)
         log("grid: %s d=%d K=%d %s N=%d" % (cov, d, k, dtype, n))
-        sk = sklearn_per_iteration(X, cov, k, init, args.sklearn_iter)
-        de = daskem_per_iteration(X, cov, k, init, args.daskem_iter, args.chunks, args.repeats)
+        sk, de, agree = interleaved(X, cov, k, init, args, grid_chunks(args, n), args.rounds)
         row = {
-            "covariance_type": cov, "d": d, "K": k, "dtype": dtype, "N": n,
+            "covariance_type": cov, "d": d, "K": k, "dtype": dtype, "N": n, "chunks": de["chunks"],
             "sklearn_s": sk["seconds"], "daskem_s": de["seconds"],
             "ratio": sk["seconds"] / de["seconds"],
             "gflops": gemm_flops(cov, n, d, k) / de["seconds"] / 1e9,
             "peak_gflops": peaks[dtype],
             "sklearn_mib": sk["peak_mib"], "daskem_mib": de["peak_mib"],
             "data_mib": X.nbytes / 2**20,
-            "ll_rel_diff": abs(sk["lower_bound"] - de["lower_bound"]) / abs(sk["lower_bound"]),
+            "ll_rel_diff": agree,
             "spark_s": None,
         }
         if spark is not None and cov == "full" and dtype == "float64" and args.spark_grid:
             log("  spark")
-            row["spark_s"] = spark.per_iteration(X64, k, args.spark_iters)["seconds"]
+            row["spark_s"] = spark.per_iteration(X64, k, args.spark_grid_iters)["seconds"]
         results.append(row)
-        log("  sklearn %.3f s  daskem %.3f s  ratio %.1f" % (row["sklearn_s"], row["daskem_s"], row["ratio"]))
+        log("  sklearn %.3f s  daskem %.3f s  ratio %.1f  lower bounds agree to %.1e"
+            % (row["sklearn_s"], row["daskem_s"], row["ratio"], agree))
     return results
 
 
@@ -405,15 +450,19 @@ def run_headline(args, spark, peaks):
     init = starting_parameters(X64, "full", k)
     out = {"N": n, "d": d, "K": k}
     log("headline: full d=%d K=%d N=%d" % (d, k, n))
-    sk = sklearn_per_iteration(X64, "full", k, init, args.sklearn_iter)
-    de64 = daskem_per_iteration(X64, "full", k, init, args.daskem_iter, args.chunks, args.repeats + 1)
-    de32 = daskem_per_iteration(X32, "full", k, init, args.daskem_iter, args.chunks, args.repeats + 1)
+    sk, de64, agree = interleaved(X64, "full", k, init, args, args.chunks, args.rounds + 1)
+    de32 = daskem_per_iteration(X32, "full", k, init, args.daskem_iter, args.chunks, args.rounds + 1)
+    de64b = daskem_per_iteration(X64, "full", k, init, args.daskem_iter, args.chunks, 1)
+    # float32 against the float64 fits on both sides of it in time
+    de64["float32_ratio"] = median([median(de64b["times"]), de64["seconds"]]) / de32["seconds"]
+    out["lower_bounds_agree"] = agree
     out.update(
         sklearn_s=sk["seconds"],
         daskem_s=de64["seconds"], daskem32_s=de32["seconds"],
         gflops=gemm_flops("full", n, d, k) / de64["seconds"] / 1e9,
         gflops32=gemm_flops("full", n, d, k) / de32["seconds"] / 1e9,
         daskem_mib=de64["peak_mib"], sklearn_mib=sk["peak_mib"],
+        float32_ratio=de64["float32_ratio"],
     )
     # float32 against float64 after a longer fit from the same start
     log("headline: float32 vs float64 log-likelihood, %d iterations" % args.accuracy_iter)
@@ -504,7 +553,11 @@ def run_chunks(args):
                 sample = np.asarray(many[: min(len(many), 100_000)].compute())
                 init = starting_parameters(sample, "full", k)
                 out = {"N": int(many.shape[0])}
-                for label, X in (("few", few), ("many", many)):
+                # the many small chunks, grouped into as many tasks as "few" inside
+                # each pass's graph (not persisted): what evaluating several
+                # chunks per task would cost
+                grouped = many.rechunk({0: few.chunks[0]})
+                for label, X in (("few", few), ("many", many), ("grouped", grouped)):
                     touch = da.map_blocks(lambda b: b[:1, :1], X, chunks=(1, 1)).sum()
                     trivial = []
                     for _ in range(3):
@@ -545,6 +598,12 @@ def fmt(x, digits=3):
     return ("%." + str(digits) + "f") % x
 
 
+def mib(x):
+    if x is None or not np.isfinite(x):
+        return "n/a"
+    return "<1" if x < 1 else "%.0f" % x
+
+
 def verdict(ok):
     return "**met**" if ok else "**not met**"
 
@@ -569,7 +628,7 @@ def targets(head, chunks, grid):
             rows.append(("%s, d=%d: scikit-learn / daskem, worst of K x dtype" % (cov, d), ">= 5x",
                          "%.1fx (K=%d, %s)" % (worst["ratio"], worst["K"], worst["dtype"]),
                          verdict(worst["ratio"] >= 5)))
-    r = head["daskem_s"] / head["daskem32_s"]
+    r = head["float32_ratio"]
     rows.append(("float32 speed-up over float64 (headline case)", ">= 1.6x", "%.2fx" % r, verdict(r >= 1.6)))
     rows.append(("float32 fitted log-likelihood, relative to float64 (%d iterations)" % head["accuracy_iter"],
                  "<= 1e-4", "%.1e" % head["ll_rel"], verdict(head["ll_rel"] <= 1e-4)))
@@ -618,9 +677,9 @@ def report(args, info, peaks, head, chunks, grid, spark_note):
         out.append("")
         out.append("## Headline case: full covariance, %s x %d, K=%d\n" % (f"{head['N']:,}", head["d"], head["K"]))
         rows = [
-            ["scikit-learn, float64", fmt(head["sklearn_s"]), "", fmt(head["sklearn_mib"], 0)],
+            ["scikit-learn, float64", fmt(head["sklearn_s"]), "", mib(head["sklearn_mib"])],
             ["Spark MLlib local[2], float64", fmt(head.get("spark_s")), "", ""],
-            ["daskem, float64", fmt(head["daskem_s"]), "%s (%.0f%% of peak)" % (fmt(head["gflops"]), 100 * head["gflops"] / peaks["float64"]), fmt(head["daskem_mib"], 0)],
+            ["daskem, float64", fmt(head["daskem_s"]), "%s (%.0f%% of peak)" % (fmt(head["gflops"]), 100 * head["gflops"] / peaks["float64"]), mib(head["daskem_mib"])],
             ["daskem, float32", fmt(head["daskem32_s"]), "%s (%.0f%% of peak)" % (fmt(head["gflops32"]), 100 * head["gflops32"] / peaks["float32"]), ""],
         ]
         out.append(table(["library", "s / iteration", "GFLOP/s", "peak extra MiB"], rows))
@@ -639,34 +698,45 @@ def report(args, info, peaks, head, chunks, grid, spark_note):
     if chunks:
         out.append("## Chunk count (distributed LocalCluster, 1 worker, %s threads, data persisted)\n"
                    % (os.cpu_count() or 2))
-        out.append("'touch pass': a pass that only touches every chunk (the scheduler's own cost).\n")
+        out.append("'touch pass': a pass that only touches every chunk (the scheduler's own cost per pass). "
+                   "'grouped': the 1,000 persisted chunks, merged into the few-chunk count by a rechunk "
+                   "inside every pass's graph (not persisted), i.e. what evaluating several chunks per "
+                   "task would cost.\n")
         rows = []
         for c in chunks:
-            for label in ("few", "many"):
-                rows.append([f"{c['N']:,}", c[label + "_chunks"], f"{math.ceil(c['N'] / c[label + '_chunks']):,}",
+            for label, what in (("few", ""), ("many", ""),
+                                ("grouped", "%d, grouped into %d tasks per pass" % (c["many_chunks"], c["few_chunks"]))):
+                if label + "_s" not in c:
+                    continue
+                rows.append([f"{c['N']:,}", what or c[label + "_chunks"],
+                             f"{math.ceil(c['N'] / (c['many_chunks'] if label == 'grouped' else c[label + '_chunks'])):,}",
                              fmt(c[label + "_s"]), fmt(c[label + "_trivial_s"])])
         out.append(table(["rows", "chunks", "rows / chunk", "s / EM iteration", "s / touch pass"], rows))
         out.append("")
     if grid:
         out.append("## Grid: seconds per EM iteration, same data and starting parameters\n")
-        out.append("N is reduced where scikit-learn would take too long (column N). GFLOP/s counts daskem's "
-                   "two products per row block (4 N K m flops, m = 1 + d + d(d+1)/2 full, 1 + 2d diag, "
-                   "d + 2 spherical, 1 + d tied plus 4 N d^2); % is of the same dtype's matmul peak. "
-                   "Memory: peak resident memory above the level before fit (data excluded). "
-                   "ll diff: relative difference of the final lower bounds.\n")
+        out.append("N is reduced beyond d=16, K=8 so that scikit-learn takes about %.1f s per iteration "
+                   "(column N); daskem's chunks: %d, or fewer so that a chunk holds at least 50,000 rows "
+                   "(column chunks). Times are medians over %d interleaved rounds of scikit-learn and "
+                   "daskem fits. GFLOP/s counts daskem's two products per row block (4 N K m flops, "
+                   "m = 1 + d(d+1)/2 + d (+ d/2) full, 1 + 2d diag, d + 2 spherical, 1 + d tied, plus "
+                   "4 N d^2 for tied); %% is of the same dtype's matmul peak. Memory: peak resident "
+                   "memory above the level before the fit (the data are already in memory). lower bounds: "
+                   "largest relative difference between the two libraries' lower_bounds_, iteration by "
+                   "iteration.\n" % (args.sklearn_budget, args.chunks, args.rounds))
         rows = []
         for g in grid:
             rows.append([
-                g["covariance_type"], g["d"], g["K"], g["dtype"], f"{g['N']:,}",
+                g["covariance_type"], g["d"], g["K"], g["dtype"], f"{g['N']:,}", g["chunks"],
                 fmt(g["sklearn_s"]), fmt(g["daskem_s"]), "%.1fx" % g["ratio"],
                 fmt(g["spark_s"]), "%.1fx" % (g["spark_s"] / g["daskem_s"]) if g["spark_s"] else "",
                 "%s (%.0f%%)" % (fmt(g["gflops"]), 100 * g["gflops"] / g["peak_gflops"]),
-                fmt(g["sklearn_mib"], 0), fmt(g["daskem_mib"], 0), fmt(g["data_mib"], 0),
+                mib(g["sklearn_mib"]), mib(g["daskem_mib"]), mib(g["data_mib"]),
                 "%.0e" % g["ll_rel_diff"],
             ])
-        out.append(table(["cov", "d", "K", "dtype", "N", "sklearn s", "daskem s", "sklearn/daskem",
+        out.append(table(["cov", "d", "K", "dtype", "N", "chunks", "sklearn s", "daskem s", "sklearn/daskem",
                           "spark s", "spark/daskem", "daskem GFLOP/s", "sklearn MiB", "daskem MiB",
-                          "data MiB", "ll diff"], rows))
+                          "data MiB", "lower bounds"], rows))
         out.append("")
     return "\n".join(out)
 
@@ -685,14 +755,18 @@ def parse_args(argv=None):
     p.add_argument("--dims", default=None, help="default 16,64")
     p.add_argument("--components", default=None, help="default 8,64")
     p.add_argument("--dtypes", default="float64,float32")
-    p.add_argument("--sklearn-iter", type=int, default=4, help="scikit-learn max_iter (median of iterations 2..)")
-    p.add_argument("--daskem-iter", type=int, default=5)
+    p.add_argument("--sklearn-iter", type=int, default=3, help="scikit-learn max_iter (median of iterations 2..)")
+    p.add_argument("--daskem-iter", type=int, default=4)
     p.add_argument("--accuracy-iter", type=int, default=None, help="iterations of the float32/float64 comparison")
-    p.add_argument("--repeats", type=int, default=None, help="daskem fits per cell")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="interleaved scikit-learn / daskem fits per grid cell (headline: one more)")
+    p.add_argument("--sklearn-budget", type=float, default=1.5,
+                   help="seconds per scikit-learn iteration the grid's N is scaled to (beyond d=16, K=8)")
     p.add_argument("--spark", choices=["auto", "yes", "no"], default="auto")
     p.add_argument("--spark-grid", action=argparse.BooleanOptionalAction, default=True,
                    help="Spark on the grid's full/float64 cells too")
-    p.add_argument("--spark-iters", default="2,6", help="maxIter pair m1,m2")
+    p.add_argument("--spark-iters", default="2,6", help="maxIter pair m1,m2 (headline case)")
+    p.add_argument("--spark-grid-iters", default="1,3", help="maxIter pair m1,m2 (grid cells)")
     p.add_argument("--sections", default="headline,chunks,grid")
     p.add_argument("--chunks-n", default=None, help="rows of the chunk-count test (comma list; default 1000000,10000000)")
     p.add_argument("--many-chunks", type=int, default=1000)
@@ -707,8 +781,10 @@ def parse_args(argv=None):
     args.covariance_types = args.covariance_types.split(",")
     args.dtypes = args.dtypes.split(",")
     args.accuracy_iter = args.accuracy_iter or (5 if q else 20)
-    args.repeats = args.repeats or (1 if q else 2)
+    args.rounds = args.rounds or (1 if q else 2)
+    args.repeats = args.rounds
     args.spark_iters = tuple(int(x) for x in args.spark_iters.split(","))
+    args.spark_grid_iters = tuple(int(x) for x in args.spark_grid_iters.split(","))
     args.sections = set(args.sections.split(","))
     args.chunks_n = [int(x) for x in (args.chunks_n or ("3000" if q else "1000000,10000000")).split(",")]
     if q:

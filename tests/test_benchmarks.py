@@ -59,16 +59,16 @@ def test_grid_table_has_a_numeric_row_per_cell(quick_run):
     text, raw, _ = quick_run
     rows = _table(text, "## Grid")
     header, body = rows[0], rows[1:]
-    assert header[:8] == ["cov", "d", "K", "dtype", "N", "sklearn s", "daskem s", "sklearn/daskem"]
+    assert header[:9] == ["cov", "d", "K", "dtype", "N", "chunks", "sklearn s", "daskem s", "sklearn/daskem"]
     # --quick: 4 covariance types x 2 dtypes, one (d, K)
     assert len(body) == 8 == len(raw["grid"])
     assert {r[0] for r in body} == {"full", "tied", "diag", "spherical"}
     assert {r[3] for r in body} == {"float64", "float32"}
     for r in body:
         assert len(r) == len(header)
-        for cell in (r[5], r[6], r[7]):
+        for cell in (r[6], r[7], r[8]):
             assert NUMBER.match(cell), (cell, r)
-        assert float(r[5]) > 0 and float(r[6]) > 0
+        assert float(r[6]) > 0 and float(r[7]) > 0
     for g in raw["grid"]:
         assert g["sklearn_s"] > 0 and g["daskem_s"] > 0
         # same data and starting parameters: the fits agree
