@@ -310,9 +310,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 del self.feature_names_in_
             check_n_samples(Xd.shape[0], self.n_components)
             self._check_initial_parameters(Xd.shape[1])
-            weights = check_sample_weight(sample_weight, Xd)
             # persist first: the validation pass then reads storage only once
             Xd = self._cache(Xd)
+            weights = check_sample_weight(sample_weight, Xd)
             shift = data_summary(Xd)
         else:
             Xn = validate_data(

@@ -67,7 +67,7 @@ def test_distributed_scheduler_agrees_with_threaded():
     threaded = fixed_fit(Xd, cache=False)
     with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
                       dashboard_address=None, processes=True) as cluster, Client(cluster):
-        distributed = fixed_fit(Xd)
+        distributed = fixed_fit(Xd, cache=False)
     assert_same_parameters(threaded, distributed, rtol=0)
 
 
