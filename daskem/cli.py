@@ -742,6 +742,12 @@ FIT_HELP = (
 )
 
 
+MaxIterOpt = Annotated[int, typer.Option("--max-iter", min=0, help="EM iterations at most.")]
+InitParamsOpt = Annotated[InitParams, typer.Option("--init-params", help="Initialisation method.")]
+RegCovarOpt = Annotated[float, typer.Option(
+    "--reg-covar", min=0.0, help="Added to the covariance diagonals.")]
+
+
 @app.command(help=FIT_HELP, epilog=EXIT_CODES_HELP)
 def fit(
     ctx: typer.Context,
@@ -755,16 +761,14 @@ def fit(
         "--n-components", "-k", min=1, metavar="K", help="Number of mixture components.")] = 1,
     covariance_type: Annotated[CovarianceType, typer.Option(
         "--covariance-type", help="Covariance parameterisation.")] = CovarianceType.full,
-    max_iter: Annotated[int, typer.Option("--max-iter", min=0, help="EM iterations at most.")] = 100,
+    max_iter: MaxIterOpt = 100,
     tol: Annotated[float, typer.Option(
         "--tol", min=0.0, help="Convergence threshold on the change of the mean log-likelihood.")] = 1e-3,
     n_init: Annotated[int, typer.Option("--n-init", min=1, help="Initialisations; the best is kept.")] = 1,
-    init_params: Annotated[InitParams, typer.Option(
-        "--init-params", help="Initialisation method.")] = InitParams.kmeans_parallel,
+    init_params: InitParamsOpt = InitParams.kmeans_parallel,
     random_state: Annotated[Optional[int], typer.Option(
         "--random-state", min=0, max=2**32 - 1, help="Seed, for reproducible fits.")] = None,
-    reg_covar: Annotated[float, typer.Option(
-        "--reg-covar", min=0.0, help="Added to the covariance diagonals.")] = 1e-6,
+    reg_covar: RegCovarOpt = 1e-6,
     columns: ColumnsOpt = None,
     chunks: ChunksOpt = None,
     weight_column: WeightColumnOpt = None,
@@ -974,15 +978,13 @@ def select(
         "--covariance-type", metavar="TYPES",
         help="Comma-separated covariance types.")] = "full,tied,diag,spherical",
     criterion: Annotated[str, typer.Option("--criterion", help="bic or aic (lower is better).")] = "bic",
-    max_iter: Annotated[int, typer.Option("--max-iter", min=0, help="EM iterations at most.")] = 100,
+    max_iter: MaxIterOpt = 100,
     tol: Annotated[float, typer.Option("--tol", min=0.0, help="Convergence threshold.")] = 1e-3,
     n_init: Annotated[int, typer.Option("--n-init", min=1, help="Restarts per candidate.")] = 1,
-    init_params: Annotated[InitParams, typer.Option(
-        "--init-params", help="Initialisation method.")] = InitParams.kmeans_parallel,
+    init_params: InitParamsOpt = InitParams.kmeans_parallel,
     random_state: Annotated[Optional[int], typer.Option(
         "--random-state", min=0, max=2**32 - 1, help="Seed of every candidate.")] = None,
-    reg_covar: Annotated[float, typer.Option(
-        "--reg-covar", min=0.0, help="Added to the covariance diagonals.")] = 1e-6,
+    reg_covar: RegCovarOpt = 1e-6,
     columns: ColumnsOpt = None,
     chunks: ChunksOpt = None,
     weight_column: WeightColumnOpt = None,
