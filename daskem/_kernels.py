@@ -25,7 +25,10 @@ precisions, off-diagonals counted twice; tied adds the shared |P^T z|^2).
 After an in-place log-sum-exp over the K rows, the responsibilities ``R``
 (K, n) give every statistic of the block in one more product ``R F^T``: its
 columns are N, the second moments and S1, which :class:`_Features` puts in
-the order of :class:`StatisticsLayout`. Per row, full covariance costs
+the order of :class:`StatisticsLayout`. Full covariance stores F as one
+features-major buffer; the other types keep z and its squares in separate
+contiguous (n, .) arrays (each product above is then split along m), whose
+filling is three times cheaper than writing columns of one (n, m) buffer. Per row, full covariance costs
 about 2 K d^2 flops in two BLAS-3 products (against 4 K d^2 for the
 projection form scikit-learn uses), plus K exponentials.
 
@@ -131,22 +134,26 @@ class StatisticsLayout:
 
 
 class _Features:
-    """Layout of the feature matrix of a covariance type: m_total x n, logically.
+    """Layout of the feature matrix of a covariance type: m x n, logically.
 
-    Row 0 is all ones and rows ``z_row .. z_row + d`` hold the shifted rows
-    transposed. Full covariance adds the products z_a z_b of every pair
-    a <= b, in *cyclic* order: product (s, j) = z_j z_{(j+s) mod d} for
-    offsets s = 0 .. d//2, which a single broadcast multiplication of z with
-    a strided view of [z; z[:d//2]] computes (instead of one call per row of
-    the triangle). For even d the last offset repeats d/2 pairs; those get a
+    Column ranges of W (and of G = R F^T) are split into *parts*, each one
+    logical (width, n) view of the block's features: :meth:`fill` returns
+    them as ``(lo, hi, view)`` triples, where a ``None`` view stands for the
+    row of ones (a broadcast add in the E-step, a row sum in the M-step).
+
+    Full covariance: one part, a features-major buffer (m_total, n). Row 0
+    is all ones and rows ``z_row .. z_row + d`` hold the shifted rows
+    transposed; before them come the products z_a z_b of every pair a <= b,
+    in *cyclic* order: product (s, j) = z_j z_{(j+s) mod d} for offsets s =
+    0 .. d//2, which a single broadcast multiplication of z with a strided
+    view of [z; z[:d//2]] computes (instead of one call per row of the
+    triangle). For even d the last offset repeats d/2 pairs; those get a
     zero coefficient in the E-step and are skipped by the M-step. Rows past
     ``m`` (the cyclic extension) are scratch and take no part in products.
 
-    Storage: full covariance keeps the buffer features-major, (m_total, n),
-    where the products are long contiguous vector operations; the other
-    types keep it rows-major, (n, m_total), which spares transposing the
-    data. :meth:`view` gives the logical (m_total, n) array either way
-    (BLAS takes the transposed view as it is).
+    Other types: parts ones [0, 1), z [1, 1 + d) and, for diag and
+    spherical, z^2 or |z|^2 [1 + d, m), each a contiguous rows-major (n, .)
+    array, seen transposed.
     """
 
     def __init__(self, covariance_type, d):
@@ -169,17 +176,17 @@ class _Features:
             self.packed_source[triu_pos[self.keep]] = 1 + np.flatnonzero(self.keep)
         else:
             self.z_row = 1
-            self.m = 1 + d + {"tied": 0, "diag": d, "spherical": 1}[covariance_type]
-            self.m_total = self.m
+            self.extra = {"tied": 0, "diag": d, "spherical": 1}[covariance_type]
+            self.m = self.m_total = 1 + d + self.extra
 
-    def empty(self, n, dtype):
-        """A buffer for n rows."""
-        shape = (self.m_total, n) if self.features_major else (n, self.m_total)
-        return np.empty(shape, dtype=dtype)
-
-    def view(self, buf):
-        """The logical (m_total, n) feature matrix of a buffer."""
-        return buf if self.features_major else buf.T
+    def workspace_arrays(self, n, dtype):
+        """Buffers for n rows: the features-major buffer, or z and its squares."""
+        if self.features_major:
+            return {"F": np.empty((self.m_total, n), dtype=dtype)}
+        arrays = {"z": np.empty((n, self.d), dtype=dtype)}
+        if self.extra:
+            arrays["extra"] = np.empty((n, self.extra), dtype=dtype)
+        return arrays
 
     def product_views(self, F):
         """(z, shifted, out) views of a features-major buffer for :meth:`fill`:
@@ -194,26 +201,35 @@ class _Features:
         return F[zr : zr + d][None], shifted, F[1:zr].reshape(s_count, d, n)
 
     def fill(self, ws, block, shift):
-        """Features of n raw rows into workspace ``ws``; returns the logical view."""
+        """Features of n raw rows into workspace ``ws``.
+
+        Returns
+        -------
+        parts : list of (lo, hi, view or None)
+            See the class docstring.
+        z : ndarray (d, n)
+            The shifted rows, transposed (a view).
+        """
         d, zr = self.d, self.z_row
-        buf = ws.F
         if self.features_major:
-            F = buf
+            F = ws.F
             F[0] = 1.0
             # computed in float64 (shift is float64), rounded once to F's dtype
             np.subtract(block.T, shift[:, None], out=F[zr : zr + d], casting="same_kind")
             s_count = self.n_offsets
             F[zr + d : zr + d + s_count - 1] = F[zr : zr + s_count - 1]
             np.multiply(*ws.products)
-            return F
-        buf[:, 0] = 1.0
-        z = buf[:, zr : zr + d]
+            return [(0, self.m, F[: self.m])], F[zr : zr + d]
+        z = ws.z
         np.subtract(block, shift, out=z, casting="same_kind")
+        parts = [(0, 1, None), (1, 1 + d, z.T)]
         if self.covariance_type == "diag":
-            np.multiply(z, z, out=buf[:, 1 + d :])
+            np.multiply(z, z, out=ws.extra)
         elif self.covariance_type == "spherical":
-            np.einsum("ij,ij->i", z, z, out=buf[:, 1 + d])
-        return buf.T
+            np.einsum("ij,ij->i", z, z, out=ws.extra[:, 0])
+        if self.extra:
+            parts.append((1 + d, self.m, ws.extra.T))
+        return parts, z.T
 
     def coefficients(self, const, linear, second):
         """W (K, m) from the constant, linear (K, d) and second-order terms.
@@ -250,6 +266,33 @@ class _Features:
             out[o[2] : o[3]] += second.ravel()
         else:
             out[o[2] : o[3]] += G[:, 1 + d :].ravel()
+
+
+def _weighted_products(W, parts, out):
+    """out = W F for the parts of a block's features (out: (K, n))."""
+    first = True
+    for lo, hi, view in parts:
+        if view is None:
+            continue
+        if first:
+            np.matmul(W[:, lo:hi], view, out=out)
+            first = False
+        else:
+            out += W[:, lo:hi] @ view
+    for lo, hi, view in parts:
+        if view is None:
+            out += W[:, lo:hi]
+    return out
+
+
+def _add_moments(G, R, parts, s=0, e=None):
+    """G += R F^T over columns s:e of the block (R: (K, n))."""
+    r = R[:, s:e]
+    for lo, hi, view in parts:
+        if view is None:
+            G[:, lo] += r.sum(axis=1)
+        else:
+            G[:, lo:hi] += r @ view[:, s:e].T
 
 
 @functools.lru_cache(maxsize=64)
@@ -337,12 +380,12 @@ def kernel_parameters(weights, means, precisions_cholesky, covariance_type, shif
 # ------------------------------------------------------------------ E-step
 
 
-def _log_prob_into(L, F, kp, feat):
-    """Weighted log-densities (K, n) of a block into L, from its features F
-    (the logical (m_total, n) view)."""
-    np.matmul(kp["W"], F[: feat.m], out=L)
+def _log_prob_into(L, parts, z, kp):
+    """Weighted log-densities (K, n) of a block into L, from its feature
+    parts and shifted rows z (d, n) (see :meth:`_Features.fill`)."""
+    _weighted_products(kp["W"], parts, L)
     if kp["covariance_type"] == "tied":
-        y = kp["proj"] @ F[feat.z_row : feat.z_row + feat.d]
+        y = kp["proj"] @ z
         np.square(y, out=y)
         L -= 0.5 * y.sum(axis=0)
     return L
@@ -381,7 +424,7 @@ class _Workspace:
     """Work arrays for blocks of ``width`` rows: the feature buffer and L (K, n)."""
 
     def __init__(self, feat, n_components, width, dtype):
-        self.F = feat.empty(width, dtype)
+        self.__dict__.update(feat.workspace_arrays(width, dtype))
         self.L = np.empty((n_components, width), dtype=dtype)
         if feat.features_major:
             self.products = feat.product_views(self.F)
@@ -419,8 +462,8 @@ def _block_log_prob(block, kp):
     for start in range(0, n, step):
         rows = min(step, n - start)
         ws = _workspace(feat, k, rows, kp["dtype"], rows == step or rows == n)
-        F = feat.fill(ws, block[start : start + rows], kp["shift"])
-        out[start : start + rows] = _log_prob_into(ws.L, F, kp, feat).T
+        parts, z = feat.fill(ws, block[start : start + rows], kp["shift"])
+        out[start : start + rows] = _log_prob_into(ws.L, parts, z, kp).T
     return out
 
 
@@ -468,11 +511,11 @@ def accumulate_statistics(out, layout, z64, resp, sample_weight=None):
             z = z64[start : start + step]
             rows = len(z)
             ws = _workspace(feat, 0, rows, np.float64, rows == step or rows == n)
-            Fm = feat.fill(ws, z, zero)[: feat.m]
+            parts, _ = feat.fill(ws, z, zero)
             r = resp[start : start + rows]
             if w is not None:
                 r = r * w[start : start + rows, None]
-            G += r.T @ Fm.T
+            _add_moments(G, r.T, parts)
     feat.add_statistics(out, layout, G, second)
 
 
@@ -493,12 +536,18 @@ def _accumulate_sparse(G, feat, z64, coo, w):
     for start in range(0, nnz, step):
         stop = min(nnz, start + step)
         ws = _workspace(feat, 0, stop - start, np.float64, stop - start == step)
-        Fm = feat.fill(ws, z64[rows[start:stop]], zero)[: feat.m]
-        if not np.all(values[start:stop] == 1.0):
-            Fm *= values[start:stop]
+        parts, _ = feat.fill(ws, z64[rows[start:stop]], zero)
+        v = values[start:stop]
+        weighted = not np.all(v == 1.0)
         c = comps[start:stop]
         heads = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
-        G[c[heads]] += np.add.reduceat(Fm, heads, axis=1).T
+        for lo, hi, view in parts:
+            if view is None:
+                G[c[heads], lo] += np.add.reduceat(v, heads)
+                continue
+            if weighted:
+                view = view * v
+            G[c[heads], lo:hi] += np.add.reduceat(view, heads, axis=1).T
 
 
 def chunk_statistics(block, kp, layout, sample_weight=None):
@@ -536,8 +585,8 @@ def chunk_statistics(block, kp, layout, sample_weight=None):
         for start in range(0, n, step):
             rows = min(step, n - start)
             ws = _workspace(feat, k, rows, dtype, rows == step or rows == n)
-            F = feat.fill(ws, block[start : start + rows], kp["shift"])
-            R = _log_prob_into(ws.L, F, kp, feat)
+            parts, z = feat.fill(ws, block[start : start + rows], kp["shift"])
+            R = _log_prob_into(ws.L, parts, z, kp)
             log_norm = _normalise_in_place(R)
             if sample_weight is None:
                 loglik += float(log_norm.sum(dtype=np.float64))
@@ -547,11 +596,11 @@ def chunk_statistics(block, kp, layout, sample_weight=None):
                 R *= w
             for s in range(0, rows, sum_rows):
                 e = min(rows, s + sum_rows)
-                G += R[:, s:e] @ F[: feat.m, s:e].T
+                _add_moments(G, R, parts, s, e)
                 if cov == "tied":
-                    z = F[feat.z_row : feat.z_row + d, s:e]
-                    zw = z if sample_weight is None else z * w[s:e]
-                    second += zw @ z.T
+                    zs = z[:, s:e]
+                    zw = zs if sample_weight is None else zs * w[s:e]
+                    second += zw @ zs.T
     feat.add_statistics(out, layout, G, second)
     out[layout.offsets[3]] = loglik
     out[layout.offsets[4]] = n if sample_weight is None else sample_weight.sum()

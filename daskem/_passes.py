@@ -19,11 +19,13 @@ Two kinds of requests:
 
 import dataclasses
 import functools
+import uuid
 
 import dask
-import dask.array as da
 import numpy as np
-from threadpoolctl import threadpool_limits
+from dask.base import get_scheduler
+from dask.task_spec import DataNode, List, Task, TaskRef
+from threadpoolctl import ThreadpoolController
 
 SPLIT_EVERY = 16
 
@@ -61,27 +63,33 @@ class RowsRequest:
     indices: np.ndarray
 
 
+@functools.lru_cache(maxsize=1)
+def _threadpool_controller():
+    # finding the loaded BLAS libraries takes milliseconds: do it once
+    return ThreadpoolController()
+
+
 def blas_limits(X):
     """Keep BLAS single-threaded while Dask runs several chunks at once.
 
     Dask's threads already use the cores; BLAS threads on top of them would
     oversubscribe. A single chunk gets the BLAS threads instead.
     """
+    controller = _threadpool_controller()
     if X.numblocks[0] > 1:
-        return threadpool_limits(limits=1, user_api="blas")
-    return threadpool_limits(limits=None)
+        return controller.limit(limits=1, user_api="blas")
+    return controller.limit(limits=None)
 
 
-def _evaluate(block, requests, sample_weight=None, block_info=None):
-    start = block_info[0]["array-location"][0][0] if block_info else 0
+def _evaluate(block, requests, start, sample_weight=None):
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1)
     parts = [r.func(block, r.ctx, start, w) for r in requests]
-    return np.concatenate(parts)[None, :]
+    return np.concatenate(parts)
 
 
-def _combine(x, axis=None, keepdims=True, segments=()):
-    """Merge stacked per-chunk vectors segment by segment (associative)."""
-    x = np.atleast_2d(x)
+def _combine(vectors, segments):
+    """Merge per-chunk vectors segment by segment (associative)."""
+    x = np.stack(vectors)
     out = []
     for lo, hi, top in segments:
         part = x[:, lo:hi]
@@ -91,7 +99,81 @@ def _combine(x, axis=None, keepdims=True, segments=()):
         rows = part.reshape(-1, (hi - lo) // top)
         best = np.argsort(-rows[:, 0], kind="stable")[:top]
         out.append(rows[best].reshape(-1))
-    return np.concatenate(out)[None, :]
+    return np.concatenate(out)
+
+
+def _chunk_keys(array):
+    """The keys of a (n, d) array's row chunks (one chunk along axis 1)."""
+    return [row[0] for row in array.__dask_keys__()]
+
+
+class PassGraph:
+    """The task graph of the data's chunks, built once for many passes.
+
+    Every pass adds its own tasks to a copy of this graph (one per chunk and
+    a tree of merges) and hands it to the scheduler directly: the data's
+    graph is neither rebuilt nor re-optimised per pass, which costs more
+    than the tasks themselves for small chunks.
+
+    Parameters
+    ----------
+    X : dask.array.Array (n, d), a single chunk along axis 1
+    sample_weight : dask.array.Array (n, 1), optional
+        Chunked like X's rows.
+    """
+
+    def __init__(self, X, sample_weight=None):
+        if X.numblocks[1] != 1:
+            raise ValueError("the data must be one chunk along the features")
+        self.X = X
+        self.get = get_scheduler(collections=[X])
+        self.graph = dict(X.__dask_graph__())
+        self.keys = _chunk_keys(X)
+        self.starts = np.concatenate([[0], np.cumsum(X.chunks[0])[:-1]]).astype(int).tolist()
+        self.weight_keys = None
+        if sample_weight is not None:
+            self.graph.update(sample_weight.__dask_graph__())
+            self.weight_keys = _chunk_keys(sample_weight)
+
+    def run(self, requests, split_every=SPLIT_EVERY):
+        """Evaluate ``requests`` in one pass over the row chunks.
+
+        Returns
+        -------
+        list
+            One result per request: the summed vector, or the (top, width) rows.
+        """
+        offsets = np.concatenate([[0], np.cumsum([r.size for r in requests])])
+        segments = tuple((int(offsets[i]), int(offsets[i + 1]), r.top) for i, r in enumerate(requests))
+        name = "daskem-pass-" + uuid.uuid4().hex
+        graph = dict(self.graph)
+        params = name + "-requests"
+        graph[params] = DataNode(params, list(requests))
+        layer = []
+        for i, (key, start) in enumerate(zip(self.keys, self.starts)):
+            args = [TaskRef(key), TaskRef(params), start]
+            if self.weight_keys is not None:
+                args.append(TaskRef(self.weight_keys[i]))
+            layer.append((name, 0, i))
+            graph[layer[-1]] = Task(layer[-1], _evaluate, *args)
+        level = 0
+        while len(layer) > 1:
+            level += 1
+            merged = []
+            for j in range(0, len(layer), split_every):
+                key = (name, level, j // split_every)
+                children = List(*(TaskRef(k) for k in layer[j : j + split_every]))
+                graph[key] = Task(key, _combine, children, segments)
+                merged.append(key)
+            layer = merged
+        with blas_limits(self.X):
+            vector = self.get(graph, layer[0])
+        vector = np.asarray(vector).reshape(-1)
+        results = []
+        for lo, hi, top in segments:
+            part = vector[lo:hi]
+            results.append(part.reshape(top, -1) if top else part)
+        return results
 
 
 def run_pass(X, requests, sample_weight=None, split_every=SPLIT_EVERY):
@@ -111,28 +193,7 @@ def run_pass(X, requests, sample_weight=None, split_every=SPLIT_EVERY):
     list
         One result per request: the summed vector, or the (top, width) rows.
     """
-    offsets = np.concatenate([[0], np.cumsum([r.size for r in requests])])
-    segments = tuple((int(offsets[i]), int(offsets[i + 1]), r.top) for i, r in enumerate(requests))
-    key = dask.delayed(list(requests), pure=True, traverse=False)
-    args = [X, key] + ([] if sample_weight is None else [sample_weight])
-    per_chunk = da.map_blocks(
-        _evaluate, *args, chunks=(1, int(offsets[-1])), dtype=np.float64,
-        meta=np.empty((0, 0), dtype=np.float64),
-    )
-    combine = functools.partial(_combine, segments=segments)
-    total = da.reduction(
-        per_chunk, chunk=lambda x, axis, keepdims: x, combine=combine, aggregate=combine,
-        axis=0, keepdims=True, dtype=np.float64, split_every=split_every,
-        concatenate=True, output_size=int(offsets[-1]), meta=np.empty((0, 0)),
-    )
-    with blas_limits(X):
-        (vector,) = dask.compute(total)
-    vector = np.asarray(vector).reshape(-1)
-    results = []
-    for lo, hi, top in segments:
-        part = vector[lo:hi]
-        results.append(part.reshape(top, -1) if top else part)
-    return results
+    return PassGraph(X, sample_weight).run(requests, split_every)
 
 
 def fetch_rows(X, indices):
@@ -169,6 +230,7 @@ def drive(X, steps, sample_weight=None, split_every=SPLIT_EVERY, on_error="raise
     """
     results = [None] * len(steps)
     pending = {}
+    graph = None
 
     def advance(i, value):
         try:
@@ -195,7 +257,9 @@ def drive(X, steps, sample_weight=None, split_every=SPLIT_EVERY, on_error="raise
                 pos += len(r.indices)
             continue
         order = list(pending)
-        outputs = run_pass(X, [pending[i] for i in order], sample_weight, split_every)
+        if graph is None:
+            graph = PassGraph(X, sample_weight)
+        outputs = graph.run([pending[i] for i in order], split_every)
         for i, out in zip(order, outputs):
             advance(i, out)
     return results

@@ -744,18 +744,24 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 # Persisted chunks smaller than this are merged: every chunk costs a task per
 # pass, and the scheduler's cost per task would outweigh the arithmetic.
 _MIN_PERSISTED_CHUNK_BYTES = 16 * 2**20
+# Merging stops short of this many chunks, so that small data still give
+# every thread of a machine (or a few workers) a chunk to work on.
+_MIN_PERSISTED_CHUNKS = 16
 
 
 def _coalesce_chunks(X):
     """Merge small row chunks (by size only) before persisting.
 
+    Chunks grow towards 16 MiB, but not below 16 chunks in all: per-task
+    scheduling cost stays small and there is still work for every thread.
     The merged chunking depends on the data alone, not on the cluster, so
     fits stay reproducible; it changes results only by rounding (1e-10), and
     outputs of predict follow the caller's array, not this one.
     """
     row_bytes = X.shape[1] * X.dtype.itemsize
-    rows = max(int(np.median(X.chunks[0])), _MIN_PERSISTED_CHUNK_BYTES // row_bytes)
-    if rows <= np.median(X.chunks[0]) * 1.5:
+    median_rows = int(np.median(X.chunks[0]))
+    target = min(_MIN_PERSISTED_CHUNK_BYTES // row_bytes, -(-X.shape[0] // _MIN_PERSISTED_CHUNKS))
+    rows = max(median_rows, target)
+    if rows <= median_rows * 1.5:
         return X
     return X.rechunk({0: rows})
-
