@@ -557,7 +557,9 @@ def run_chunks(args):
                 # each pass's graph (not persisted): what evaluating several
                 # chunks per task would cost
                 grouped = many.rechunk({0: few.chunks[0]})
-                for label, X in (("few", few), ("many", many), ("grouped", grouped)):
+                variants = (("few", few, "auto"), ("many", many, "auto"),
+                            ("streamed", many, False), ("grouped", grouped, "auto"))
+                for label, X, cache in variants:
                     touch = da.map_blocks(lambda b: b[:1, :1], X, chunks=(1, 1)).sum()
                     trivial = []
                     for _ in range(3):
@@ -567,7 +569,9 @@ def run_chunks(args):
                     times = []
                     reps = args.repeats if n <= 2_000_000 else 1
                     for _ in range(reps):
-                        gm = GaussianMixture(k, max_iter=args.daskem_iter, tol=0, random_state=0, **init)
+                        gm = GaussianMixture(
+                            k, max_iter=args.daskem_iter, tol=0, random_state=0, cache=cache, **init
+                        )
                         with warnings.catch_warnings():
                             warnings.simplefilter("ignore")
                             gm.fit(X)
@@ -701,10 +705,13 @@ def report(args, info, peaks, head, chunks, grid, spark_note):
         out.append("'touch pass': a pass that only touches every chunk (the scheduler's own cost per pass). "
                    "'grouped': the 1,000 persisted chunks, merged into the few-chunk count by a rechunk "
                    "inside every pass's graph (not persisted), i.e. what evaluating several chunks per "
-                   "task would cost.\n")
+                   "task would cost. 'chunks' is the input's chunk count: a fit that persists its data (the "
+                   "default when they fit in memory) first merges row chunks under 16 MiB, keeping at "
+                   "least 16 chunks; 'streamed' (cache=False) runs one task per input chunk and pass.\n")
         rows = []
         for c in chunks:
             for label, what in (("few", ""), ("many", ""),
+                                ("streamed", "%d, streamed (cache=False)" % c["many_chunks"]),
                                 ("grouped", "%d, grouped into %d tasks per pass" % (c["many_chunks"], c["few_chunks"]))):
                 if label + "_s" not in c:
                     continue
