@@ -40,9 +40,10 @@ z[:, ju]. Now the two products run near the machine's matrix-multiply peak
 and exp is the next largest cost.
 
 The products run in the data's dtype (float32 data: float32 GEMMs, about
-twice as fast); each block's statistics are added into float64 accumulators,
-and the float32 M-step product is split into short row runs so that its
-rounding stays near float64-accumulation accuracy.
+twice as fast); each block's statistics are added into float64 accumulators.
+For float32 data the full-covariance M-step product is split into short row
+runs so that its rounding stays near float64-accumulation accuracy; the
+other types' M-step products are small enough to run in float64.
 
 Statistics are returned as one flat float64 vector per chunk (layout in
 :class:`StatisticsLayout`) so that Dask's own tree reduction can add them up.
@@ -578,8 +579,12 @@ def chunk_statistics(block, kp, layout, sample_weight=None):
     step = _block_rows(feat.m_total, dtype.itemsize)
     G = np.zeros((k, feat.m))
     second = np.zeros((d, d)) if cov == "tied" else None
-    # float32 products sum few rows at a time into float64 accumulators
-    sum_rows = _FLOAT32_SUM_ROWS if dtype == np.float32 else step
+    # float32 data: the M-step products of full covariance sum few rows at a
+    # time into float64 accumulators; the other types' M-step products are
+    # cheap (about 4 K d flops per row), so they run in float64 outright
+    float32 = dtype == np.float32
+    sum_rows = _FLOAT32_SUM_ROWS if float32 and cov == "full" else step
+    upcast = float32 and cov != "full"
     loglik = 0.0
     with np.errstate(under="ignore", over="ignore"):
         for start in range(0, n, step):
@@ -594,6 +599,10 @@ def chunk_statistics(block, kp, layout, sample_weight=None):
                 w = sample_weight[start : start + rows]
                 loglik += float(log_norm.astype(np.float64) @ w)
                 R *= w
+            if upcast:
+                R = R.astype(np.float64)
+                parts = [(lo, hi, None if v is None else v.astype(np.float64)) for lo, hi, v in parts]
+                z = parts[1][2]
             for s in range(0, rows, sum_rows):
                 e = min(rows, s + sum_rows)
                 _add_moments(G, R, parts, s, e)
