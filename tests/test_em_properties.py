@@ -157,10 +157,11 @@ def test_max_iter_zero_returns_the_initialisation():
     assert g.n_iter_ == 0 and g.lower_bounds_ == [] and g.lower_bound_ == -np.inf
 
 
-def test_float32_input_fits_like_float64():
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_float32_input_fits_like_float64(covariance_type):
     X = make_blobs(3000, seed=12)
-    g64 = fixed_fit(da.from_array(X, chunks=700), max_iter=15)
-    g32 = fixed_fit(da.from_array(X.astype(np.float32), chunks=700), max_iter=15)
+    g64 = fixed_fit(da.from_array(X, chunks=700), covariance_type, max_iter=15)
+    g32 = fixed_fit(da.from_array(X.astype(np.float32), chunks=700), covariance_type, max_iter=15)
     assert g32.means_.dtype == np.float64
     np.testing.assert_allclose(g32.lower_bound_, g64.lower_bound_, rtol=1e-5)
     np.testing.assert_allclose(g32.means_, g64.means_, atol=1e-4)
