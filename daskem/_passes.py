@@ -24,8 +24,12 @@ import uuid
 import dask
 import numpy as np
 from dask.base import get_scheduler
-from dask.task_spec import DataNode, List, Task, TaskRef
 from threadpoolctl import ThreadpoolController
+
+try:
+    from dask.task_spec import DataNode, List, Task, TaskRef
+except ImportError:  # older dask: the same classes before they had a public module
+    from dask._task_spec import DataNode, List, Task, TaskRef
 
 SPLIT_EVERY = 16
 
