@@ -45,7 +45,6 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -193,7 +192,6 @@ def starting_parameters(X, covariance_type, k, seed=1):
     """Identical starting parameters for every library: random rows as means,
     equal weights, the data's per-feature precision."""
     rng = np.random.RandomState(seed)
-    d = X.shape[1]
     means = np.asarray(X[rng.choice(len(X), k, replace=False)], dtype=np.float64)
     var = np.var(np.asarray(X[: min(len(X), 100_000)], dtype=np.float64), axis=0)
     prec = 1.0 / var

@@ -28,9 +28,10 @@ columns are N, the second moments and S1, which :class:`_Features` puts in
 the order of :class:`StatisticsLayout`. Full covariance stores F as one
 features-major buffer; the other types keep z and its squares in separate
 contiguous (n, .) arrays (each product above is then split along m), whose
-filling is three times cheaper than writing columns of one (n, m) buffer. Per row, full covariance costs
-about 2 K d^2 flops in two BLAS-3 products (against 4 K d^2 for the
-projection form scikit-learn uses), plus K exponentials.
+filling is three times cheaper than writing columns of one (n, m) buffer.
+Per row, full covariance costs about 2 K d^2 flops in two BLAS-3 products
+(against 4 K d^2 for the projection form scikit-learn uses), plus K
+exponentials.
 
 Why this shape (cProfile of the first version on one 100k-row chunk, full,
 d=16, K=16, one thread): 40% of the time in scipy's logsumexp (per-call
@@ -602,7 +603,7 @@ def chunk_statistics(block, kp, layout, sample_weight=None):
             if upcast:
                 R = R.astype(np.float64)
                 parts = [(lo, hi, None if v is None else v.astype(np.float64)) for lo, hi, v in parts]
-                z = parts[1][2]
+                z = parts[1][2]  # the z part (d, n), now float64, for tied
             for s in range(0, rows, sum_rows):
                 e = min(rows, s + sum_rows)
                 _add_moments(G, R, parts, s, e)

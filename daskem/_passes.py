@@ -180,26 +180,6 @@ class PassGraph:
         return results
 
 
-def run_pass(X, requests, sample_weight=None, split_every=SPLIT_EVERY):
-    """Evaluate ``requests`` in one pass over the row chunks of X.
-
-    Parameters
-    ----------
-    X : dask.array.Array (n, d), a single chunk along axis 1
-    requests : list of PassRequest
-    sample_weight : dask.array.Array (n, 1), optional
-        Chunked like X's rows.
-    split_every : int
-        Fan-in of the tree reduction.
-
-    Returns
-    -------
-    list
-        One result per request: the summed vector, or the (top, width) rows.
-    """
-    return PassGraph(X, sample_weight).run(requests, split_every)
-
-
 def fetch_rows(X, indices):
     """Rows of X at the given global indices, in the given order (float64)."""
     indices = np.asarray(indices, dtype=np.int64)

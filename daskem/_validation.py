@@ -95,33 +95,38 @@ def nonfinite_message(n_nan, n_inf, first_row, dtype):
     )
 
 
+def _chunk_start(block_info):
+    return block_info[0]["array-location"][0][0] if block_info else 0
+
+
+def _nonfinite_counts(block, start):
+    """(n_nan, n_inf, first bad row (global, or -1)) of a chunk."""
+    nan = np.isnan(block)
+    inf = np.isinf(block)
+    bad_rows = np.flatnonzero((nan | inf).any(axis=1))
+    first = start + int(bad_rows[0]) if len(bad_rows) else -1
+    return int(nan.sum()), int(inf.sum()), first
+
+
 def _chunk_summary(block, block_info=None):
     """[n_nan, n_inf, first bad row (global, or -1), column sums...] of a chunk."""
-    start = block_info[0]["array-location"][0][0] if block_info else 0
     block = np.asarray(block)
     sums = block.sum(axis=0, dtype=np.float64)
     if np.isfinite(sums).all():  # the common case: no copy of the chunk
         return np.concatenate([[0.0, 0.0, -1.0], sums])[None, :]
-    nan = np.isnan(block)
-    inf = np.isinf(block)
-    bad_rows = np.flatnonzero((nan | inf).any(axis=1))
-    first = start + bad_rows[0] if len(bad_rows) else -1
-    sums = np.where(nan | inf, 0.0, block).sum(axis=0, dtype=np.float64)
-    head = np.array([nan.sum(), inf.sum(), first], dtype=np.float64)
+    head = np.array(_nonfinite_counts(block, _chunk_start(block_info)), dtype=np.float64)
+    sums = np.where(np.isfinite(block), block, 0.0).sum(axis=0, dtype=np.float64)
     return np.concatenate([head, sums])[None, :]
 
 
 def checked_chunk_function(func):
     """Wrap a per-chunk function so that NaN or infinity in a chunk is an error."""
     def checked(block, kp, block_info=None):
-        finite = np.isfinite(block)
-        if not finite.all():
-            bad = np.flatnonzero(~finite.all(axis=1))
-            start = block_info[0]["array-location"][0][0] if block_info else 0
-            n_nan = int(np.isnan(block).sum())
-            raise ValueError(
-                nonfinite_message(n_nan, int((~finite).sum()) - n_nan, start + bad[0], block.dtype)
-            )
+        # a finite sum means finite values: no copy of the chunk in the common case
+        if not np.isfinite(block.sum(dtype=np.float64)):
+            n_nan, n_inf, first = _nonfinite_counts(block, _chunk_start(block_info))
+            if n_nan or n_inf:
+                raise ValueError(nonfinite_message(n_nan, n_inf, first, block.dtype))
         return func(block, kp)
     checked.__name__ = func.__name__
     return checked

@@ -746,6 +746,9 @@ MaxIterOpt = Annotated[int, typer.Option("--max-iter", min=0, help="EM iteration
 InitParamsOpt = Annotated[InitParams, typer.Option("--init-params", help="Initialisation method.")]
 RegCovarOpt = Annotated[float, typer.Option(
     "--reg-covar", min=0.0, help="Added to the covariance diagonals.")]
+CacheOpt = Annotated[CacheMode, typer.Option(
+    "--cache", help="Keep the data in cluster memory during the fit (auto: when it fits).",
+    rich_help_panel=DATA_PANEL)]
 
 
 @app.command(help=FIT_HELP, epilog=EXIT_CODES_HELP)
@@ -773,9 +776,7 @@ def fit(
     chunks: ChunksOpt = None,
     weight_column: WeightColumnOpt = None,
     weights: WeightsOpt = None,
-    cache: Annotated[CacheMode, typer.Option(
-        "--cache", help="Keep the data in cluster memory during the fit (auto: when it fits).",
-        rich_help_panel=DATA_PANEL)] = CacheMode.auto,
+    cache: CacheOpt = CacheMode.auto,
     checkpoint: Annotated[Optional[str], typer.Option(
         "--checkpoint", metavar="DIR", help="Directory for the checkpoint of the running fit.",
         rich_help_panel="Checkpoint")] = None,
@@ -989,9 +990,7 @@ def select(
     chunks: ChunksOpt = None,
     weight_column: WeightColumnOpt = None,
     weights: WeightsOpt = None,
-    cache: Annotated[CacheMode, typer.Option(
-        "--cache", help="Keep the data in cluster memory (auto: when it fits).",
-        rich_help_panel=DATA_PANEL)] = CacheMode.auto,
+    cache: CacheOpt = CacheMode.auto,
     plot: Annotated[Optional[str], typer.Option(
         "--plot", metavar="FIG.png", help="Also draw the criterion against K per covariance type.",
         rich_help_panel=OUTPUT)] = None,
