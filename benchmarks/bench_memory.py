@@ -64,13 +64,13 @@ def _pin_daskem():
 _pin_daskem()
 
 import dask  # noqa: E402
-import dask.array as da  # noqa: E402
 import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 
 import daskem  # noqa: E402
+import daskem.demo  # noqa: E402
 import daskem.io  # noqa: E402
 from daskem import GaussianMixture  # noqa: E402
 
@@ -83,22 +83,7 @@ def mixture_array(n_rows, n_features, n_components, chunk_rows, dtype, seed=0):
     means = rng.uniform(-8.0, 8.0, size=(n_components, n_features))
     scales = rng.uniform(0.5, 1.5, size=(n_components, n_features))
     weights = rng.dirichlet(np.full(n_components, 20.0))
-
-    def draw(block_info=None):
-        (start, stop), _ = block_info[None]["array-location"]
-        g = np.random.default_rng([seed, block_info[None]["chunk-location"][0]])
-        counts = g.multinomial(stop - start, weights)
-        x = g.standard_normal((stop - start, n_features))
-        row = 0
-        for k, c in enumerate(counts):
-            x[row : row + c] *= scales[k]
-            x[row : row + c] += means[k]
-            row += c
-        return x.astype(dtype, copy=False)
-
-    n_chunks = -(-n_rows // chunk_rows)
-    chunks = (tuple(min(chunk_rows, n_rows - i * chunk_rows) for i in range(n_chunks)), (n_features,))
-    return da.map_blocks(draw, chunks=chunks, dtype=dtype, meta=np.empty((0, 0), dtype))
+    return daskem.demo.mixture_array(n_rows, chunk_rows, means, scales, weights, seed, dtype)
 
 
 class RSSPeaks:

@@ -1,4 +1,4 @@
-"""Synthetic data for ``daskem demo``: well-separated Gaussian components in a Zarr store."""
+"""Synthetic mixture data: ``daskem demo``'s Zarr store, and lazy arrays of any size."""
 
 from __future__ import annotations
 
@@ -61,3 +61,48 @@ def make_demo_zarr(path, n_rows=300_000, n_components=4, n_features=2, random_st
         noise = rng.standard_normal((m, n_features))
         z[start:start + m] = truth.means[labels] + np.einsum("nij,nj->ni", chol[labels], noise)
     return truth
+
+
+def _draw_mixture_chunk(means, scales, weights, seed, out_dtype, block_info=None):
+    (start, stop), _ = block_info[None]["array-location"]
+    rng = np.random.default_rng([seed, block_info[None]["chunk-location"][0]])
+    counts = rng.multinomial(stop - start, weights)
+    x = rng.standard_normal((stop - start, means.shape[1]))
+    row = 0
+    for k, c in enumerate(counts):
+        x[row : row + c] *= scales[k]
+        x[row : row + c] += means[k]
+        row += c
+    return x.astype(out_dtype, copy=False)
+
+
+def mixture_array(n_rows, chunk_rows, means, scales, weights, seed, dtype=np.float64):
+    """A lazy Dask array of samples from a mixture of axis-aligned Gaussians.
+
+    Every chunk is drawn by its own generator (seeded by ``[seed, chunk
+    index]``), so any worker can draw any chunk and the data never exist in
+    one place; rows of one component are contiguous within a chunk (EM does
+    not care about row order, and this avoids per-row fancy indexing).
+
+    Parameters
+    ----------
+    n_rows, chunk_rows : int
+    means, scales : ndarray (K, d)
+        Component means and per-feature standard deviations.
+    weights : ndarray (K,)
+    seed : int
+    dtype : numpy dtype, default float64
+
+    Returns
+    -------
+    dask.array.Array (n_rows, d)
+    """
+    import dask.array as da
+
+    n_features = means.shape[1]
+    n_chunks = -(-n_rows // chunk_rows)
+    row_chunks = tuple(min(chunk_rows, n_rows - i * chunk_rows) for i in range(n_chunks))
+    return da.map_blocks(
+        _draw_mixture_chunk, means=means, scales=scales, weights=weights, seed=seed, out_dtype=dtype, dtype=dtype,
+        chunks=(row_chunks, (n_features,)), meta=np.empty((0, 0), dtype),
+    )

@@ -30,7 +30,6 @@ import threading
 import time
 
 import dask
-import dask.array as da
 import numpy as np
 import psutil
 import pytest
@@ -39,6 +38,7 @@ from distributed import Client, LocalCluster
 
 import daskem.io
 from daskem import GaussianMixture
+from daskem.demo import mixture_array
 
 MiB = 2**20
 
@@ -68,37 +68,6 @@ def _mixture(seed, n_features, n_components):
     scales = rng.uniform(0.5, 1.5, size=(n_components, n_features))
     weights = rng.dirichlet(np.full(n_components, 20.0))
     return means, scales, weights
-
-
-def _mixture_array(n_rows, chunk_rows, means, scales, weights, seed):
-    """A lazy Dask array of mixture samples; each chunk is drawn on its own.
-
-    Every chunk has its own generator (seeded by the chunk index), so any
-    worker can draw any chunk, and rows of one component are contiguous
-    within a chunk (EM does not care about row order; this avoids
-    per-row fancy indexing).
-    """
-    n_components, n_features = means.shape
-
-    def draw(block_info=None):
-        (start, stop), _ = block_info[None]["array-location"]
-        rng = np.random.default_rng([seed, block_info[None]["chunk-location"][0]])
-        counts = rng.multinomial(stop - start, weights)
-        x = rng.standard_normal((stop - start, n_features))
-        row = 0
-        for k, c in enumerate(counts):
-            x[row : row + c] *= scales[k]
-            x[row : row + c] += means[k]
-            row += c
-        return x
-
-    n_chunks = -(-n_rows // chunk_rows)
-    row_chunks = tuple(min(chunk_rows, n_rows - i * chunk_rows) for i in range(n_chunks))
-    # `draw` is a closure, so cloudpickle ships it by value: the workers need not
-    # import this test module.
-    return da.map_blocks(
-        draw, chunks=(row_chunks, (n_features,)), dtype=np.float64, meta=np.empty((0, 0))
-    )
 
 
 def _match_components(fitted_means, true_means):
@@ -209,7 +178,7 @@ def test_fit_larger_than_worker_memory(tmp_path):
                 # Written on the workers, one chunk per task; uncompressed so that
                 # the bytes on disk are the array's bytes.
                 t_write = time.perf_counter()
-                _mixture_array(n_rows, chunk_rows, means, scales, weights, seed=11).to_zarr(
+                mixture_array(n_rows, chunk_rows, means, scales, weights, seed=11).to_zarr(
                     path, compressors=None
                 )
                 t_write = time.perf_counter() - t_write
