@@ -58,7 +58,6 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._covariance import log_det_cholesky
-from ._logsumexp import normalise_in_place
 
 # Bytes of the feature matrix of one row block; sized to stay in cache.
 _BLOCK_BYTES = 2 * 2**20
@@ -67,6 +66,9 @@ _MAX_BLOCK_ROWS = 8192
 # Rows per float32 M-step product: float32 sums of at most this many terms
 # are added into the float64 accumulators.
 _FLOAT32_SUM_ROWS = 512
+# logs of the smallest responsibilities computed exactly (see _normalise_in_place):
+# exp of these is the smallest normal float64 / float32 value (about)
+_LOG_TINY = {"d": -708.0, "f": -87.0}
 
 
 class StatisticsLayout:
@@ -391,6 +393,35 @@ def _log_prob_into(L, parts, z, kp):
     return L
 
 
+def _normalise_in_place(L):
+    """Log-sum-exp over components (axis 0); L becomes the responsibilities.
+
+    Returns the per-row log-likelihood log p(x) = logsumexp_k L[k].
+    """
+    top = L.max(axis=0)
+    if not np.all(np.isfinite(top)):
+        # a row every component gives probability 0 (or a NaN): keep -inf
+        top[~np.isfinite(top)] = 0.0
+    L -= top
+    tiny = _LOG_TINY[L.dtype.char]
+    if L.min() < tiny:
+        # exp is several times slower where its result is subnormal or zero;
+        # responsibilities below the smallest normal number (3.3e-308 in
+        # float64, 1.6e-38 in float32) are set to zero instead.
+        keep = L > tiny
+        np.maximum(L, tiny, out=L)
+        np.exp(L, out=L)
+        L *= keep
+    else:
+        np.exp(L, out=L)
+    total = L.sum(axis=0)
+    with np.errstate(divide="ignore"):
+        log_norm = np.log(total)
+    log_norm += top
+    L /= total
+    return log_norm
+
+
 class _Workspace:
     """Work arrays for blocks of ``width`` rows: the feature buffer and L (K, n)."""
 
@@ -562,12 +593,12 @@ def chunk_statistics(block, kp, layout, sample_weight=None):
             ws = _workspace(feat, k, rows, dtype, rows == step or rows == n)
             parts, z = feat.fill(ws, block[start : start + rows], kp["shift"])
             R = _log_prob_into(ws.L, parts, z, kp)
-            log_norm = normalise_in_place(R)
+            log_norm = _normalise_in_place(R)
             if sample_weight is None:
-                loglik += float(log_norm.sum())
+                loglik += float(log_norm.sum(dtype=np.float64))
             else:
                 w = sample_weight[start : start + rows]
-                loglik += float(log_norm @ w)
+                loglik += float(log_norm.astype(np.float64) @ w)
                 R *= w
             if upcast:
                 R = R.astype(np.float64)
