@@ -238,7 +238,6 @@ def sklearn_per_iteration(X, covariance_type, k, init, max_iter):
     return {
         "times": per_iter,
         "seconds": median(per_iter),
-        "wall": wall,
         "lower_bound": float(gm.lower_bound_),
         "lower_bounds": [float(v) for v in getattr(gm, "lower_bounds_", [])],
         "peak_mib": mem.peak_mib,
@@ -254,27 +253,32 @@ def daskem_per_iteration(X, covariance_type, k, init, max_iter, n_chunks, repeat
     if dask_array is None:
         rows = max(1, math.ceil(len(X) / n_chunks))
         dask_array = da.from_array(X, chunks=(rows, X.shape[1]))
-    seconds, walls, peaks = [], [], []
+    seconds, peaks = [], []
     for _ in range(repeats):
         gm = GaussianMixture(
             k, covariance_type=covariance_type, max_iter=max_iter, tol=0, random_state=0, **init
         )
         with PeakRSS() as mem, warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            t0 = time.perf_counter()
             gm.fit(dask_array)
-            walls.append(time.perf_counter() - t0)
         peaks.append(mem.peak_mib)
         seconds.extend(gm.iteration_seconds_)
     return {
         "times": seconds,
         "seconds": median(seconds),
-        "wall": median(walls),
         "lower_bound": float(gm.lower_bound_),
         "lower_bounds": [float(v) for v in gm.lower_bounds_],
         "peak_mib": max(peaks),
         "chunks": dask_array.numblocks[0],
     }
+
+
+def _pooled(runs):
+    """One library's fits of a cell: median over all their iterations, the
+    largest memory peak, the first fit's lower bounds."""
+    return {"seconds": median([t for run in runs for t in run["times"]]),
+            "peak_mib": max(run["peak_mib"] for run in runs),
+            "lower_bounds": runs[0]["lower_bounds"]}
 
 
 def interleaved(X, covariance_type, k, init, args, n_chunks, rounds, daskem_iter=None):
@@ -290,12 +294,8 @@ def interleaved(X, covariance_type, k, init, args, n_chunks, rounds, daskem_iter
         ]
         for step in steps if r % 2 == 0 else steps[::-1]:
             step()
-    sk = {"seconds": median([t for run in sk_runs for t in run["times"]]),
-          "peak_mib": max(run["peak_mib"] for run in sk_runs),
-          "lower_bounds": sk_runs[0]["lower_bounds"]}
-    de = {"seconds": median([t for run in de_runs for t in run["times"]]),
-          "peak_mib": max(run["peak_mib"] for run in de_runs),
-          "lower_bounds": de_runs[0]["lower_bounds"], "chunks": de_runs[0]["chunks"]}
+    sk, de = _pooled(sk_runs), _pooled(de_runs)
+    de["chunks"] = de_runs[0]["chunks"]
     common = min(len(sk["lower_bounds"]), len(de["lower_bounds"]))
     a, b = np.array(sk["lower_bounds"][:common]), np.array(de["lower_bounds"][:common])
     agree = float(np.max(np.abs(a - b) / np.abs(a))) if common else float("nan")
@@ -484,7 +484,7 @@ def run_headline(args, spark, peaks):
 
     Xd = da.from_array(X64, chunks=(math.ceil(n / args.chunks), d)).persist()
     with_init, without = [], []
-    for rep in range(args.repeats + 1):
+    for rep in range(args.rounds + 1):
         for target, params in ((with_init, {}), (without, init)):
             gm = GaussianMixture(k, max_iter=0, init_params="k-means||", random_state=rep, **params)
             with warnings.catch_warnings():
@@ -501,7 +501,7 @@ def run_headline(args, spark, peaks):
         Xbig = np.concatenate([make_data(n, d, k, np.float64, seed=7 + i) for i in range(10)])
         big_array = da.from_array(Xbig, chunks=(rows, d))
         small_times, big_times = [], []
-        for _ in range(args.repeats):
+        for _ in range(args.rounds):
             small_times += daskem_per_iteration(X64, "full", k, init, args.daskem_iter, args.chunks)["times"]
             big_times += daskem_per_iteration(
                 None, "full", k, init, args.daskem_iter, None, dask_array=big_array
@@ -567,7 +567,7 @@ def run_chunks(args):
                         touch.compute()
                         trivial.append(time.perf_counter() - t0)
                     times = []
-                    reps = args.repeats if n <= 2_000_000 else 1
+                    reps = args.rounds if n <= 2_000_000 else 1
                     for _ in range(reps):
                         gm = GaussianMixture(
                             k, max_iter=args.daskem_iter, tol=0, random_state=0, cache=cache, **init
@@ -790,7 +790,6 @@ def parse_args(argv=None):
     args.dtypes = args.dtypes.split(",")
     args.accuracy_iter = args.accuracy_iter or (5 if q else 20)
     args.rounds = args.rounds or (1 if q else 2)
-    args.repeats = args.rounds
     args.spark_iters = tuple(int(x) for x in args.spark_iters.split(","))
     args.spark_grid_iters = tuple(int(x) for x in args.spark_grid_iters.split(","))
     args.sections = set(args.sections.split(","))

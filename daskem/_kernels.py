@@ -37,8 +37,8 @@ Why this shape (cProfile of the first version on one 100k-row chunk, full,
 d=16, K=16, one thread): 40% of the time in scipy's logsumexp (per-call
 overhead and reductions on 780-row blocks), 30% in the E-step's projections
 and their (n, K d) temporaries, 24% in the M-step's fancy-indexed z[:, iu] *
-z[:, ju]. Now the two products run near the machine's matrix-multiply peak
-and exp is the next largest cost.
+z[:, ju]. Now the two products take most of the time (at 20-50% of the
+measured matrix-multiply peak, benchmarks/RESULTS.md) and exp comes next.
 
 The products run in the data's dtype (float32 data: float32 GEMMs, about
 twice as fast); each block's statistics are added into float64 accumulators.
