@@ -58,6 +58,17 @@ def ill_defined_error(float32=False):
     return ValueError(_ILL_DEFINED_MESSAGE + (_FLOAT32_HINT if float32 else ""))
 
 
+def overflow_error(float32=False):
+    """The error for sufficient statistics that overflowed although the data are finite."""
+    dtype, limit = ("float32", "1e19") if float32 else ("float64", "1e154")
+    return ValueError(
+        f"Fitting the mixture model failed because the sufficient statistics overflowed "
+        f"{dtype}: the data's squared deviations from their mean exceed the largest "
+        f"{dtype} number (deviations of about {limit} or more). Scale the input data"
+        + (", or pass float64 data instead of float32." if float32 else ".")
+    )
+
+
 def precision_cholesky(covariances, covariance_type, float32=False):
     """Upper-triangular P with precision = P P^T, from the covariances.
 

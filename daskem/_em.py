@@ -13,6 +13,7 @@ import numpy as np
 
 from ._covariance import (
     covariances_from_statistics,
+    overflow_error,
     precision_cholesky,
 )
 from ._kernels import StatisticsLayout, chunk_statistics, kernel_parameters
@@ -84,6 +85,9 @@ def m_step(stats, layout, shift, reg_covar, eps, float32=False, normalise=True, 
     -------
     MixtureParameters
     """
+    if not np.all(np.isfinite(stats)):
+        # the data were checked finite: their squares (or quadratic forms) overflowed
+        raise overflow_error(float32)
     resp_sums, s1, s2, _, _ = layout.unpack(stats)
     counts = resp_sums + 10 * eps
     shifted_means = s1 / counts[:, None]

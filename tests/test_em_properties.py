@@ -135,6 +135,22 @@ def test_collapsed_data_without_regularisation_raises_ill_defined_error(covarian
         g.fit(da.from_array(X, chunks=7))
 
 
+@pytest.mark.parametrize(
+    "dtype, scale, covariance_type",
+    [(np.float64, 1e160, cov) for cov in COVARIANCE_TYPES]
+    # float32 tied forms its quadratic forms by projection (no squares) and
+    # its statistics in float64, so it fits such data
+    + [(np.float32, 1e20, cov) for cov in ("full", "diag", "spherical")],
+)
+def test_data_whose_squares_overflow_raise_an_overflow_error(dtype, scale, covariance_type):
+    # finite data, but squared deviations beyond the dtype's largest number
+    X = (make_blobs(600, seed=12) * scale).astype(dtype)
+    g = GaussianMixture(2, covariance_type=covariance_type, random_state=0)
+    with pytest.raises(ValueError, match=f"sufficient statistics overflowed {np.dtype(dtype).name}"):
+        g.fit(da.from_array(X, chunks=200))
+    assert not hasattr(g, "means_")
+
+
 def test_empty_component_keeps_finite_parameters():
     X = make_blobs(600, seed=10)
     means = np.array([[0.0, 0, 0], [5, 5, 5], [-4, 6, 0], [1e4, 1e4, 1e4]])
