@@ -19,6 +19,7 @@ Two kinds of requests:
 
 import dataclasses
 import functools
+import importlib
 import uuid
 
 import dask
@@ -178,6 +179,55 @@ class PassGraph:
             part = vector[lo:hi]
             results.append(part.reshape(top, -1) if top else part)
         return results
+
+
+def distributed_client(collections=None):
+    """The distributed Client that would run a computation now, or None."""
+    get = get_scheduler(collections=collections)
+    client = getattr(get, "__self__", None)
+    return client if hasattr(client, "get_versions") else None
+
+
+def check_workers(client):
+    """Fail fast when workers of a distributed cluster cannot run daskem's tasks.
+
+    A worker without daskem dies on the first task that needs it, the
+    scheduler hands the task to the next worker, and once none is left the
+    computation waits for workers forever. Workers that join later are not
+    checked.
+
+    Raises
+    ------
+    RuntimeError
+        If a worker cannot import daskem, or has another version of it
+        installed than this process.
+    """
+    from . import __version__
+
+    # the installed distributions' versions (None where daskem runs from PYTHONPATH)
+    versions = client.get_versions(packages=["daskem"])
+    ours = versions["client"]["packages"].get("daskem") or __version__
+    theirs = {w: (v or {}).get("packages", {}).get("daskem") for w, v in versions["workers"].items()}
+    imports = client.run(importlib.import_module, "daskem", on_error="return")
+    missing = sorted(w for w, r in imports.items() if isinstance(r, ImportError))
+    other = sorted(w for w, v in theirs.items() if v is not None and v != ours and w not in missing)
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} cannot import daskem ({_some(missing)})")
+    if other:
+        found = ", ".join(sorted({theirs[w] for w in other}))
+        problems.append(f"{len(other)} have daskem {found} installed ({_some(other)})")
+    if problems:
+        raise RuntimeError(
+            f"Of the cluster's {len(theirs)} worker(s), {'; '.join(problems)}, while this "
+            f"process runs daskem {ours}. Install daskem {ours} in the workers' "
+            "environment (the same image or environment as the client's)."
+        )
+
+
+def _some(addresses, shown=3):
+    more = len(addresses) - shown
+    return ", ".join(addresses[:shown]) + (f" and {more} more" if more > 0 else "")
 
 
 def fetch_rows(X, indices):

@@ -336,6 +336,8 @@ def dask_client(options, reporter):
 
     from distributed import Client, LocalCluster
 
+    from ._passes import check_workers
+
     options.check()
     cluster = None
     dashboard = False
@@ -379,6 +381,9 @@ def dask_client(options, reporter):
             f"{where} at {client.scheduler.address}: {n_workers} worker(s), {threads} thread(s)",
             scheduler=client.scheduler.address, workers=n_workers, threads=threads,
         )
+        if cluster is None:
+            # a worker without daskem would die on its first task, and the command wait forever
+            check_workers(client)
         link = _dashboard_link(client) if (cluster is None or dashboard) else None
         if link:
             reporter.event("dashboard", f"dashboard: {link}", dashboard=link)

@@ -8,7 +8,9 @@ SIGKILL a worker in the middle of a fit (results must equal an undisturbed
 run with the same chunking to 1e-12), SIGKILL the CLI itself and resume from
 its checkpoint, and kill every worker: with the scheduler's no-workers timeout
 the fit fails with NoWorkerError (CLI exit code 1, then ``--resume``), without
-it the fit waits and finishes once a replacement worker joins.
+it the fit waits and finishes once a replacement worker joins. Workers that
+cannot import daskem, or have another version of it installed, make a fit (and
+the CLI) fail at once with a message naming them.
 
 Workers run without a nanny so that SIGKILL really removes them. Every process
 is torn down in a ``finally``; servers listen on 127.0.0.1 only.
@@ -101,20 +103,27 @@ class RealCluster:
         self._logs.append(log)
         return subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.dir)
 
-    def add_workers(self, n):
-        """Start n single-threaded workers (no nanny); return their Popen objects."""
+    def add_workers(self, n, prelude=None, **env):
+        """Start n single-threaded workers (no nanny); return their Popen objects.
+
+        ``prelude``: Python code the worker process runs before starting the
+        worker; ``env``: extra environment variables.
+        """
+        launch = ["-m", "distributed.cli.dask_worker"]
+        if prelude is not None:
+            launch = ["-c", prelude + "\nfrom distributed.cli.dask_worker import main\nmain()"]
         new = []
         for _ in range(n):
             i = len(self.workers)
             proc = self._spawn(
                 f"worker-{i}",
-                [sys.executable, "-m", "distributed.cli.dask_worker",
+                [sys.executable, *launch,
                  "--scheduler-file", self.scheduler_file,
                  "--nthreads", "1", "--no-nanny", "--no-dashboard",
                  "--host", "127.0.0.1", "--name", f"worker-{i}",
                  "--local-directory", os.path.join(self.dir, f"worker-{i}"),
                  "--death-timeout", "60", *self.worker_args],
-                _env(),
+                _env(**env),
             )
             self.workers.append(proc)
             new.append(proc)
@@ -582,3 +591,63 @@ def test_tls_with_the_readme_recipe(tmp_path, data_path, reference, monkeypatch)
         _assert_same_model(gm, reference)
     finally:
         c.close()
+
+
+# ---------------------------------------------------------------------------
+# Workers that cannot run daskem's tasks
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def broken_cluster(tmp_path_factory):
+    """Scheduler + a good worker, one that cannot import daskem, one with daskem 0.0.1 installed.
+
+    Without the check, a task reaching the second worker kills it (a cluster of
+    such workers only then waits forever), and the third runs another
+    version's kernels.
+    """
+    root = tmp_path_factory.mktemp("broken")
+    # the metadata pip leaves for an installed distribution, found before this checkout's
+    old = root / "old-install" / "daskem-0.0.1.dist-info"
+    old.mkdir(parents=True)
+    (old / "METADATA").write_text("Metadata-Version: 2.1\nName: daskem\nVersion: 0.0.1\n")
+    c = RealCluster(root / "cluster")
+    try:
+        good, = c.add_workers(1)
+        blocked, = c.add_workers(1, prelude="import sys; sys.modules['daskem'] = None")
+        other, = c.add_workers(1, PYTHONPATH=os.pathsep.join([str(old.parent), REPO]))
+        with Client(c.address, timeout="30s") as client:
+            client.wait_for_workers(3, timeout=90)
+            c.addresses = {name: c.worker_address(client, proc)
+                           for name, proc in [("good", good), ("blocked", blocked), ("other", other)]}
+        yield c
+    finally:
+        c.close()
+
+
+def test_fit_on_workers_that_cannot_run_daskem_fails_fast(broken_cluster):
+    gm = daskem.GaussianMixture(2, random_state=0)
+    started = time.monotonic()
+    with Client(broken_cluster.address, timeout="30s"):
+        with pytest.raises(RuntimeError) as info:
+            gm.fit(make_blobs(600, seed=4))
+    message = str(info.value)
+    assert f"1 cannot import daskem ({broken_cluster.addresses['blocked']})" in message
+    assert f"1 have daskem 0.0.1 installed ({broken_cluster.addresses['other']})" in message
+    assert f"runs daskem {daskem.__version__}" in message
+    assert broken_cluster.addresses["good"] not in message
+    assert not hasattr(gm, "means_")
+    assert time.monotonic() - started < 30
+    # nothing was sent to the workers: all three are still there
+    assert all(w.poll() is None for w in broken_cluster.workers)
+
+
+@needs_cli
+def test_cli_on_workers_that_cannot_run_daskem_exits_1_and_writes_nothing(broken_cluster, data_path, tmp_path):
+    out = str(tmp_path / "model.npz")
+    code, stdout, events, stderr = _cli(_cli_args(data_path, out, 2, "--scheduler", broken_cluster.address),
+                                        timeout=60)
+    assert code == 1, stderr
+    assert "cannot import daskem" in events[-1]["message"]
+    assert "have daskem 0.0.1 installed" in events[-1]["message"]
+    assert not os.path.exists(out)
