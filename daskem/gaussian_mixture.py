@@ -747,24 +747,31 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 # Persisted chunks smaller than this are merged: every chunk costs a task per
 # pass, and the scheduler's cost per task would outweigh the arithmetic.
 _MIN_PERSISTED_CHUNK_BYTES = 16 * 2**20
-# Merging stops short of this many chunks, so that small data still give
-# every thread of a machine (or a few workers) a chunk to work on.
+# Persisted data come in at least this many chunks where they allow it, so
+# that every thread of a machine (or a few workers) has a chunk to work on.
 _MIN_PERSISTED_CHUNKS = 16
+# ... but chunks are not split below this size.
+_MIN_SPLIT_CHUNK_BYTES = 2**20
 
 
 def _coalesce_chunks(X):
-    """Merge small row chunks (by size only) before persisting.
+    """Re-chunk rows before persisting: few chunks are split, small ones merged.
 
-    Chunks grow towards 16 MiB, but not below 16 chunks in all: per-task
-    scheduling cost stays small and there is still work for every thread.
-    The merged chunking depends on the data alone, not on the cluster, so
-    fits stay reproducible; it changes results only by rounding (1e-10), and
-    outputs of predict follow the caller's array, not this one.
+    Data in fewer than 16 chunks are split into 16 (each at least 1 MiB):
+    one chunk per pass is one task, which leaves all threads but one idle.
+    Otherwise small chunks grow towards 16 MiB, but not below 16 chunks in
+    all, so that the scheduler's cost per task stays small. The chunking
+    depends on the data alone, not on the cluster, so fits stay
+    reproducible; it changes results only by rounding (1e-10), and outputs
+    of predict follow the caller's array, not this one.
     """
     row_bytes = X.shape[1] * X.dtype.itemsize
     median_rows = int(np.median(X.chunks[0]))
-    target = min(_MIN_PERSISTED_CHUNK_BYTES // row_bytes, -(-X.shape[0] // _MIN_PERSISTED_CHUNKS))
-    rows = max(median_rows, target)
+    even_rows = -(-X.shape[0] // _MIN_PERSISTED_CHUNKS)
+    if X.numblocks[0] < _MIN_PERSISTED_CHUNKS:
+        rows = max(even_rows, _MIN_SPLIT_CHUNK_BYTES // row_bytes)
+        return X.rechunk({0: rows}) if rows * 1.5 < median_rows else X
+    rows = max(median_rows, min(_MIN_PERSISTED_CHUNK_BYTES // row_bytes, even_rows))
     if rows <= median_rows * 1.5:
         return X
     return X.rechunk({0: rows})

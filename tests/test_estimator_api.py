@@ -221,3 +221,38 @@ def test_random_initialisation_is_reproducible_and_chunking_independent():
         ]
     np.testing.assert_allclose(fits[0].means_, fits[1].means_, rtol=1e-10)
     np.testing.assert_allclose(fits[2].means_, fits[3].means_, rtol=1e-10)
+
+
+def _tasks_per_pass(X, cache=True):
+    """Chunk tasks of one EM pass of a fit on the threaded scheduler."""
+    from dask.callbacks import Callback
+
+    keys = []
+    with Callback(pretask=lambda key, dsk, state: keys.append(key)):
+        GaussianMixture(2, max_iter=1, tol=0, cache=cache, init_params="random", random_state=0).fit(X)
+    per_pass = {}
+    for key in keys:
+        if isinstance(key, tuple) and str(key[0]).startswith("daskem-pass-") and key[1] == 0:
+            per_pass[key[0]] = per_pass.get(key[0], 0) + 1
+    return list(per_pass.values())[-1]
+
+
+def test_persisted_single_chunk_is_split_so_every_thread_has_work():
+    X = make_blobs(800_000, seed=5)  # 19.2 MB of float64 in one chunk
+    assert _tasks_per_pass(da.from_array(X, chunks=-1)) == 16
+
+
+def test_persisted_chunks_are_not_split_below_one_mebibyte():
+    X = make_blobs(100_000, seed=5)  # 2.4 MB: two chunks of 1 MiB and the rest
+    assert _tasks_per_pass(da.from_array(X, chunks=-1)) == 3
+    assert _tasks_per_pass(make_blobs(900, seed=5)) == 1
+
+
+def test_streamed_data_keep_their_chunks():
+    X = make_blobs(400_000, seed=5)
+    assert _tasks_per_pass(da.from_array(X, chunks=-1), cache=False) == 1
+
+
+def test_persisted_small_chunks_are_merged_but_not_below_16_chunks():
+    X = make_blobs(64_000, seed=5)  # 64 chunks of 24 kB
+    assert _tasks_per_pass(da.from_array(X, chunks=1000)) == 16
