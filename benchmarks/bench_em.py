@@ -724,8 +724,8 @@ def report(args, info, peaks, head, chunks, grid, spark_note):
     if grid:
         out.append("## Grid: seconds per EM iteration, same data and starting parameters\n")
         out.append("N is reduced beyond d=16, K=8 so that scikit-learn takes about %.1f s per iteration "
-                   "(column N); daskem's chunks: %d, or fewer so that a chunk holds at least 50,000 rows "
-                   "(column chunks). Times are medians over %d interleaved rounds of scikit-learn and "
+                   "(column N); daskem's input chunks: %d, or fewer so that a chunk holds at least 50,000 "
+                   "rows (column chunks; the fit splits persisted data in fewer than 16 chunks into 16). Times are medians over %d interleaved rounds of scikit-learn and "
                    "daskem fits. GFLOP/s counts daskem's two products per row block (4 N K m flops, "
                    "m = 1 + d(d+1)/2 + d (+ d/2) full, 1 + 2d diag, d + 2 spherical, 1 + d tied, plus "
                    "4 N d^2 for tied); %% is of the same dtype's matmul peak. Memory: peak resident "
