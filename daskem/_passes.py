@@ -185,7 +185,9 @@ def distributed_client(collections=None):
     """The distributed Client that would run a computation now, or None."""
     get = get_scheduler(collections=collections)
     client = getattr(get, "__self__", None)
-    return client if hasattr(client, "get_versions") else None
+    if not hasattr(client, "get_versions") or getattr(client, "asynchronous", False):
+        return None
+    return client
 
 
 def check_workers(client):
