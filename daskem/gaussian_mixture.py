@@ -619,6 +619,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         kp = self._kernel_parameters(X.dtype)
         if not isinstance(X, da.Array):
             return func(X, kp)
+        client = distributed_client([X])
+        if client is not None:
+            check_workers(client)
         kp = dask.delayed(kp, pure=True, traverse=False)
         kwargs = {"drop_axis": 1} if n_columns is None else {"chunks": (X.chunks[0], (n_columns,))}
         return da.map_blocks(

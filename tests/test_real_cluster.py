@@ -642,6 +642,15 @@ def test_fit_on_workers_that_cannot_run_daskem_fails_fast(broken_cluster):
     assert all(w.poll() is None for w in broken_cluster.workers)
 
 
+def test_predict_on_workers_that_cannot_run_daskem_fails_when_called(broken_cluster):
+    X = make_blobs(600, seed=4)
+    gm = daskem.GaussianMixture(2, random_state=0).fit(X)  # no client yet: threads
+    with Client(broken_cluster.address, timeout="30s"):
+        with pytest.raises(RuntimeError, match="1 cannot import daskem"):
+            gm.predict(da.from_array(X, chunks=200))
+    assert all(w.poll() is None for w in broken_cluster.workers)
+
+
 @needs_cli
 def test_cli_on_workers_that_cannot_run_daskem_exits_1_and_writes_nothing(broken_cluster, data_path, tmp_path):
     out = str(tmp_path / "model.npz")
