@@ -142,8 +142,11 @@ def test_collapsed_data_without_regularisation_raises_ill_defined_error(covarian
     # its statistics in float64, so it fits such data
     + [(np.float32, 1e20, cov) for cov in ("full", "diag", "spherical")],
 )
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_data_whose_squares_overflow_raise_an_overflow_error(dtype, scale, covariance_type):
     # finite data, but squared deviations beyond the dtype's largest number
+    # (NumPy warns on the way, in the initialisation's distances)
     X = (make_blobs(600, seed=12) * scale).astype(dtype)
     g = GaussianMixture(2, covariance_type=covariance_type, random_state=0)
     with pytest.raises(ValueError, match=f"sufficient statistics overflowed {np.dtype(dtype).name}"):
