@@ -371,7 +371,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
         persist, reason = cache_decision(X, self.cache)
         logger.info("data cache: %s (%s)", "persisted" if persist else "streamed", reason)
-        return _coalesce_chunks(X).persist() if persist else X
+        return _chunks_for_persisting(X).persist() if persist else X
 
     def _fit_steps(self, data, on_iteration=None, on_state=None, resume=None):
         """Step generator of a whole fit: every initialisation and its EM run.
@@ -757,7 +757,7 @@ _MIN_PERSISTED_CHUNKS = 16
 _MIN_SPLIT_CHUNK_BYTES = 2**20
 
 
-def _coalesce_chunks(X):
+def _chunks_for_persisting(X):
     """Re-chunk rows before persisting: few chunks are split, small ones merged.
 
     Data in fewer than 16 chunks are split into 16 (each at least 1 MiB):
