@@ -181,7 +181,7 @@ class PassGraph:
         return results
 
 
-def distributed_client(collections=None):
+def _distributed_client(collections=None):
     """The distributed Client that would run a computation now, or None."""
     get = get_scheduler(collections=collections)
     client = getattr(get, "__self__", None)
@@ -190,13 +190,20 @@ def distributed_client(collections=None):
     return client
 
 
-def check_workers(client):
+def check_workers(client=None, collections=None):
     """Fail fast when workers of a distributed cluster cannot run daskem's tasks.
 
     A worker without daskem dies on the first task that needs it, the
     scheduler hands the task to the next worker, and once none is left the
     computation waits for workers forever. Workers that join later are not
     checked.
+
+    Parameters
+    ----------
+    client : distributed.Client, optional
+        By default the client that would compute ``collections`` now; with
+        none (local schedulers) there is nothing to check.
+    collections : list, optional
 
     Raises
     ------
@@ -206,6 +213,10 @@ def check_workers(client):
     """
     from . import __version__
 
+    if client is None:
+        client = _distributed_client(collections)
+        if client is None:
+            return
     # the installed distributions' versions (None where daskem runs from PYTHONPATH)
     versions = client.get_versions(packages=["daskem"])
     ours = versions["client"]["packages"].get("daskem") or __version__

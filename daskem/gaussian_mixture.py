@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from . import _covariance, _online
 from ._em import EMResult, MixtureParameters, em_steps
 from ._initialization import initialization_steps
-from ._passes import check_workers, distributed_client, drive
+from ._passes import check_workers, drive
 from ._kernels import (
     chunk_predict,
     chunk_predict_proba,
@@ -301,9 +301,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Sets ``n_features_in_`` (and ``feature_names_in_``) as scikit-learn's
         validation does.
         """
-        client = distributed_client()
-        if client is not None:
-            check_workers(client)
+        check_workers()
         if is_dask_collection(X):
             Xd, _, names = as_dask_array(X, type(self).__name__, ensure_min_samples=2)
             self.n_features_in_ = Xd.shape[1]
@@ -619,9 +617,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         kp = self._kernel_parameters(X.dtype)
         if not isinstance(X, da.Array):
             return func(X, kp)
-        client = distributed_client([X])
-        if client is not None:
-            check_workers(client)
+        check_workers(collections=[X])
         kp = dask.delayed(kp, pure=True, traverse=False)
         kwargs = {"drop_axis": 1} if n_columns is None else {"chunks": (X.chunks[0], (n_columns,))}
         return da.map_blocks(
