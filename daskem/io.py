@@ -222,6 +222,15 @@ def _from_dask_array(x, chunks, chunk_bytes, what):
     return x.astype(dtype) if x.dtype != dtype else x
 
 
+def _non_numeric_error(what, bad_types):
+    """The one error for non-numeric columns (a mapping of column to its type)."""
+    return TypeError(
+        f"non-numeric column(s) in {what}: "
+        + ", ".join(f"{c!r} ({t})" for c, t in bad_types.items())
+        + "; select numeric columns with columns= (--columns on the command line)"
+    )
+
+
 def _select_frame_columns(columns, all_columns, dtypes, what):
     """Validate requested DataFrame columns: present and numeric."""
     import pandas as pd
@@ -240,11 +249,7 @@ def _select_frame_columns(columns, all_columns, dtypes, what):
         if not pd.api.types.is_numeric_dtype(dtypes[c]) or pd.api.types.is_complex_dtype(dtypes[c])
     ]
     if bad:
-        raise TypeError(
-            f"non-numeric column(s) in {what}: "
-            + ", ".join(f"{c!r} ({dtypes[c]})" for c in bad)
-            + "; select numeric columns with columns="
-        )
+        raise _non_numeric_error(what, {c: dtypes[c] for c in bad})
     if not columns:
         raise ValueError(f"{what} is empty: it has no columns")
     return columns
@@ -512,11 +517,7 @@ def _read_parquet(fs, files, location, columns, chunks, chunk_bytes):
         if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t))
     ]
     if bad:
-        raise TypeError(
-            f"non-numeric column(s) in {what}: "
-            + ", ".join(f"{c!r} ({types[c]})" for c in bad)
-            + "; select numeric columns with columns="
-        )
+        raise _non_numeric_error(what, {c: types[c] for c in bad})
     if not columns:
         raise ValueError(f"{what} is empty: it has no columns")
     dtype = _float_dtype(np.result_type(*[t.to_pandas_dtype() for t in types.values()]), what)

@@ -336,7 +336,8 @@ def test_bad_input(data, model, tmp_path):
     (tmp_path / "corrupt.npz").write_bytes(m.read_bytes()[:700])
     cases = [
         # (what, args, exit code, text in the message)
-        ("non-numeric parquet column", ["fit", d / "blobs.parquet", "--out", "m.npz"], 2, "non-numeric column"),
+        ("non-numeric parquet column", ["fit", d / "blobs.parquet", "--out", "m.npz"], 2,
+         "(--columns on the command line)"),
         ("nan", ["fit", d / "nan.zarr", "-k", 2, "--out", "m.npz", "--checkpoint", "ck", "-q", *CLUSTER],
          2, "NaN"),
         ("1-D", ["fit", d / "one_d.zarr", "--out", "m.npz"], 2, "expected 2-D data"),
