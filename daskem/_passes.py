@@ -220,7 +220,9 @@ def check_workers(client=None, collections=None):
     # the installed distributions' versions (None where daskem runs from PYTHONPATH)
     versions = client.get_versions(packages=["daskem"])
     ours = versions["client"]["packages"].get("daskem") or __version__
-    theirs = {w: (v or {}).get("packages", {}).get("daskem") for w, v in versions["workers"].items()}
+    theirs = {
+        w: (v or {}).get("packages", {}).get("daskem") for w, v in versions["workers"].items()
+    }
     imports = client.run(importlib.import_module, "daskem", on_error="return")
     missing = sorted(w for w, r in imports.items() if isinstance(r, ImportError))
     other = sorted(w for w, v in theirs.items() if v is not None and v != ours and w not in missing)

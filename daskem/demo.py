@@ -103,6 +103,7 @@ def mixture_array(n_rows, chunk_rows, means, scales, weights, seed, dtype=np.flo
     n_chunks = -(-n_rows // chunk_rows)
     row_chunks = tuple(min(chunk_rows, n_rows - i * chunk_rows) for i in range(n_chunks))
     return da.map_blocks(
-        _draw_mixture_chunk, means=means, scales=scales, weights=weights, seed=seed, out_dtype=dtype, dtype=dtype,
-        chunks=(row_chunks, (n_features,)), meta=np.empty((0, 0), dtype),
+        _draw_mixture_chunk, means=means, scales=scales, weights=weights, seed=seed,
+        out_dtype=dtype, dtype=dtype, chunks=(row_chunks, (n_features,)),
+        meta=np.empty((0, 0), dtype),
     )
