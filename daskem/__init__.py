@@ -6,7 +6,7 @@ need the per-chunk kernels, do not pay for importing scikit-learn.
 
 import importlib
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 _LAZY = {
     "GaussianMixture": "daskem.gaussian_mixture",
@@ -18,7 +18,10 @@ __all__ = ["GaussianMixture", "load", "read", "select_model", "__version__"]
 
 
 def load(path):
-    """Load a model written by :meth:`GaussianMixture.save` (no pickle involved)."""
+    """Load a model written by :meth:`GaussianMixture.save` (no pickle involved).
+
+    The file names its estimator class; daskem builds that class.
+    """
     from .persistence import load_model
 
     return load_model(path)

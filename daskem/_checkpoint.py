@@ -2,7 +2,7 @@
 
 A checkpoint is the file ``checkpoint.npz`` in a directory, in the same safe
 container as model files (see :mod:`daskem.persistence`: plain arrays plus a
-JSON record, no pickle). It holds one :class:`~daskem.gaussian_mixture.FitState`
+JSON record, no pickle). It holds one :class:`~daskem._state.FitState`
 (the current initialisation's index, the random generator's state, the
 current parameters, lower bound, histories and converged flag, and the best
 finished initialisation so far), the fit options and the data fingerprint.
@@ -18,6 +18,8 @@ import os
 
 import numpy as np
 
+from ._encoding import random_state_from_json, random_state_to_json
+from ._state import PARAMETER_TYPES, FitState, RunResult
 from .persistence import read_npz, versions, write_npz_atomic
 
 FORMAT = "daskem-checkpoint"
@@ -25,14 +27,11 @@ FORMAT_VERSION = 1
 FILENAME = "checkpoint.npz"
 META_KEY = "__daskem__"  # the same record name as model files: each tells its format
 
-_FIELDS = ("weights", "means", "covariances", "precisions_cholesky")
-
-
 @dataclasses.dataclass
 class Checkpoint:
     """A checkpoint read back: the state to resume plus what it was made from."""
 
-    state: object  # FitState
+    state: FitState
     options: dict
     data: dict
     meta: dict
@@ -51,14 +50,15 @@ def has_checkpoint(directory):
 
 
 def _put_parameters(arrays, prefix, params):
-    for field, value in zip(_FIELDS, params.as_tuple()):
-        arrays[f"{prefix}.{field}"] = np.asarray(value)
+    """Store a parameter record's fields as ``prefix.field`` arrays; returns its type's name."""
+    for field in dataclasses.fields(params):
+        arrays[f"{prefix}.{field.name}"] = np.asarray(getattr(params, field.name))
+    return type(params).__name__
 
 
-def _get_parameters(arrays, prefix):
-    from ._em import MixtureParameters
-
-    return MixtureParameters(*(np.array(arrays[f"{prefix}.{field}"]) for field in _FIELDS))
+def _get_parameters(arrays, prefix, type_name):
+    cls = PARAMETER_TYPES[type_name]
+    return cls(**{f.name: np.array(arrays[f"{prefix}.{f.name}"]) for f in dataclasses.fields(cls)})
 
 
 def save_checkpoint(directory, state, options, data):
@@ -68,10 +68,8 @@ def save_checkpoint(directory, state, options, data):
     resuming command by :func:`differences`.
     """
     arrays = {}
-    _put_parameters(arrays, "params", state.parameters)
-    name, keys, pos, has_gauss, cached = state.rng_state
-    arrays["rng.keys"] = np.asarray(keys, dtype=np.uint32)
-    arrays["rng.cached_gaussian"] = np.asarray(cached, dtype=np.float64)
+    parameters_type = _put_parameters(arrays, "params", state.parameters)
+    rng = random_state_to_json(state.rng_state, arrays, "rng")
     arrays["lower_bound"] = np.asarray(state.lower_bound, dtype=np.float64)
     arrays["lower_bounds"] = np.asarray(state.lower_bounds, dtype=np.float64)
     arrays["seconds"] = np.asarray(state.seconds, dtype=np.float64)
@@ -92,8 +90,10 @@ def save_checkpoint(directory, state, options, data):
             "init": int(state.init),
             "n_iter": len(state.lower_bounds),
             "converged": bool(state.converged),
-            "rng": {"algorithm": str(name), "pos": int(pos), "has_gauss": int(has_gauss)},
+            "rng": rng,
             "best": best,
+            "n_passes": int(state.n_passes),
+            "parameters_type": parameters_type,
         },
         "versions": versions(),
         "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
@@ -116,30 +116,21 @@ def load_checkpoint(directory):
     ValueError
         The file is corrupted, truncated, foreign or from a newer daskem.
     """
-    from ._em import EMResult
-    from .gaussian_mixture import FitState
-
     path = checkpoint_file(directory)
     meta, arrays = read_npz(path, META_KEY, "checkpoint", FORMAT, FORMAT_VERSION)
     try:
         s = meta["state"]
-        rng = s["rng"]
-        rng_state = (
-            str(rng["algorithm"]),
-            np.array(arrays["rng.keys"], dtype=np.uint32),
-            int(rng["pos"]),
-            int(rng["has_gauss"]),
-            float(arrays["rng.cached_gaussian"]),
-        )
-        np.random.RandomState().set_state(rng_state)  # validates it
+        rng_state = random_state_from_json(s["rng"], arrays, "rng")
+        # files written before these fields existed hold Gaussian parameters
+        parameters_type = s.get("parameters_type", "MixtureParameters")
         lower_bounds = [float(x) for x in arrays["lower_bounds"]]
         seconds = [float(x) for x in arrays["seconds"]]
         if len(lower_bounds) != s["n_iter"] or len(seconds) != len(lower_bounds):
             raise ValueError("iteration history does not match its count")
         best = None
         if s["best"] is not None:
-            best = EMResult(
-                _get_parameters(arrays, "best.params"),
+            best = RunResult(
+                _get_parameters(arrays, "best.params", parameters_type),
                 float(arrays["best.lower_bound"]),
                 [float(x) for x in arrays["best.lower_bounds"]],
                 int(s["best"]["n_iter"]),
@@ -149,19 +140,21 @@ def load_checkpoint(directory):
         state = FitState(
             init=int(s["init"]),
             rng_state=rng_state,
-            parameters=_get_parameters(arrays, "params"),
+            parameters=_get_parameters(arrays, "params", parameters_type),
             lower_bound=float(arrays["lower_bound"]),
             lower_bounds=lower_bounds,
             seconds=seconds,
             converged=bool(s["converged"]),
             best=best,
+            n_passes=int(s.get("n_passes", 0)),
         )
         options, data = meta["options"], meta["data"]
         if not isinstance(options, dict) or not isinstance(data, dict):
             raise ValueError("options or data fingerprint missing")
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise ValueError(
-            f"{path!r} is not a usable daskem checkpoint file: inconsistent contents ({type(e).__name__}: {e})"
+            f"{path!r} is not a usable daskem checkpoint file: inconsistent contents "
+            f"({type(e).__name__}: {e})"
         ) from None
     return Checkpoint(state, options, data, meta)
 

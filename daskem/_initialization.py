@@ -1,7 +1,8 @@
 """Initial mixtures: k-means|| (default), kmeans, k-means++, random, random_from_data.
 
-Every method ends the way scikit-learn's does: responsibilities (hard or soft)
-turned into a mixture by one M-step, with weights divided by n_samples.
+Every method ends the way scikit-learn's does: responsibilities (hard or soft),
+which the model family turns into a mixture by one M-step (see
+:meth:`daskem._gaussian.GaussianFamily.initialization_steps`).
 Only passes over the data are distributed; the small problems (choosing K
 centres among a few hundred candidates) run in memory.
 
@@ -15,7 +16,6 @@ passes, so that many initialisations can share them.
 import numpy as np
 import scipy.sparse as sp
 
-from ._em import m_step
 from ._kernels import StatisticsLayout, accumulate_statistics
 from ._passes import PassRequest, RowsRequest
 
@@ -233,32 +233,27 @@ def kmeans_plusplus_steps(n_samples, shift, n_components, rng, weighted):
     return centres
 
 
-def initialization_steps(method, shape, n_components, covariance_type, shift, reg_covar, rng,
-                         dtype, total_weight, weighted=False):
-    """Step generator for the initial MixtureParameters by ``method``.
+def initial_statistics_steps(method, data, n_components, covariance_type, rng):
+    """Step generator for the statistics of the initial responsibilities by ``method``.
 
     Parameters
     ----------
     method : {'k-means||', 'kmeans', 'k-means++', 'random', 'random_from_data'}
-    shape : tuple
-        (n_samples, n_features) of the data.
+    data : FitData
+        The data (its shape, shift and whether it carries sample weights).
     n_components : int
     covariance_type : str
-    shift : ndarray (d,)
-    reg_covar : float
+        Which second moments to gather (a :class:`StatisticsLayout` type).
     rng : numpy.random.RandomState
-    dtype : numpy dtype
-        The data's dtype.
-    total_weight : float
-        Divisor of the initial weights (scikit-learn divides by n_samples).
-    weighted : bool
-        Whether the passes carry sample weights.
 
     Returns
     -------
-    MixtureParameters
+    stats : ndarray
+        Summed statistics of the responsibilities (hard or soft).
+    layout : StatisticsLayout
     """
-    n_samples, _ = shape
+    n_samples = data.X.shape[0]
+    shift, weighted = data.shift, data.sample_weight is not None
     if method in ("k-means||", "kmeans"):
         stats, layout, centres = yield from kmeans_parallel_steps(
             n_samples, shift, n_components, covariance_type, rng, weighted
@@ -279,7 +274,4 @@ def initialization_steps(method, shape, n_components, covariance_type, shift, re
         stats, layout = _single_row_statistics(rows, covariance_type)
     else:  # pragma: no cover - validated by the estimator
         raise ValueError("Unknown init_params %r" % method)
-    return m_step(
-        stats, layout, shift, reg_covar, np.finfo(dtype).eps, np.dtype(dtype) == np.float32,
-        normalise=False, n_samples=total_weight,
-    )
+    return stats, layout

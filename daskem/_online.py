@@ -4,63 +4,57 @@ Running statistics, normalised by the batch weight, are blended with each new
 batch's statistics, s <- (1 - g_t) s + g_t s_batch with the step size
 g_t = (t + t0)^-alpha (1/2 < alpha <= 1), and the M-step runs after every
 batch. A batch is a group of consecutive row chunks, so each update reads
-whole chunks once.
+whole chunks once. The loop over batches is the engine's
+(:func:`daskem._engine.fit_online`); this module holds the arithmetic.
 """
 
-import dataclasses
+from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
-from ._em import m_step, statistics_request
-from ._passes import drive
+from ._passes import PassRequest, drive
+from ._state import OnlineState
 
 
-@dataclasses.dataclass
-class OnlineState:
-    """Running normalised statistics and the number of updates made."""
-
-    stats: np.ndarray
-    layout: object
-    n_updates: int
-
-
-def step_size(t, learning_offset, learning_decay):
+def step_size(t: int, learning_offset: float, learning_decay: float) -> float:
     """g_t = (t + t0)^-alpha for the t-th update after the first."""
     return float((t + learning_offset) ** -learning_decay)
 
 
-def batch_statistics(X, sample_weight, parameters, covariance_type, shift):
-    """Normalised statistics of one batch under ``parameters``, and its weight."""
-    request, layout = statistics_request(parameters, covariance_type, shift, X.dtype)
+def batch_statistics(
+    X: Any, sample_weight: Any, request: PassRequest, layout: Any
+) -> tuple[np.ndarray, float]:
+    """Normalised statistics of one batch (one pass over it) and its weight."""
 
     def steps():
         return (yield request)
 
     (stats,) = drive(X, [steps()], sample_weight)
     weight = layout.unpack(stats)[4]
-    return stats / weight, layout, weight
+    return stats / weight, weight
 
 
-def update(state, batch_stats, layout, learning_offset, learning_decay):
+def update(
+    state: OnlineState | None,
+    batch_stats: np.ndarray,
+    layout: Any,
+    shift: np.ndarray,
+    learning_offset: float,
+    learning_decay: float,
+) -> OnlineState:
     """Blend a batch's normalised statistics into the running ones.
 
     The first batch is taken whole; later ones with step g_t.
     """
     if state is None:
-        return OnlineState(batch_stats, layout, 1)
+        return OnlineState(batch_stats, layout, 1, shift)
     g = step_size(state.n_updates, learning_offset, learning_decay)
-    return OnlineState((1 - g) * state.stats + g * batch_stats, layout, state.n_updates + 1)
+    return OnlineState((1 - g) * state.stats + g * batch_stats, layout, state.n_updates + 1, shift)
 
 
-def online_parameters(state, shift, reg_covar, dtype):
-    """The M-step from the running statistics."""
-    return m_step(
-        state.stats, state.layout, shift, reg_covar, np.finfo(dtype).eps,
-        np.dtype(dtype) == np.float32,
-    )
-
-
-def chunk_batches(chunks, batch_size):
+def chunk_batches(chunks: tuple[int, ...], batch_size: int) -> list[tuple[int, int]]:
     """Group consecutive row chunks into batches of at least ``batch_size`` rows.
 
     Returns a list of (first_chunk, stop_chunk) pairs.

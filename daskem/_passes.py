@@ -17,10 +17,12 @@ Two kinds of requests:
   pending ones are fetched together, reading only the chunks that hold them.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import functools
-import importlib
 import uuid
+from collections.abc import Generator
 
 import dask
 import numpy as np
@@ -155,7 +157,7 @@ class PassGraph:
         params = name + "-requests"
         graph[params] = DataNode(params, list(requests))
         layer = []
-        for i, (key, start) in enumerate(zip(self.keys, self.starts)):
+        for i, (key, start) in enumerate(zip(self.keys, self.starts, strict=True)):
             args = [TaskRef(key), TaskRef(params), start]
             if self.weight_keys is not None:
                 args.append(TaskRef(self.weight_keys[i]))
@@ -181,68 +183,49 @@ class PassGraph:
         return results
 
 
-def _distributed_client(collections=None):
-    """The distributed Client that would run a computation now, or None."""
-    get = get_scheduler(collections=collections)
-    client = getattr(get, "__self__", None)
-    if not hasattr(client, "get_versions") or getattr(client, "asynchronous", False):
-        return None
-    return client
+class PassTally:
+    """Counts the passes one fit makes over its data.
 
-
-def check_workers(client=None, collections=None):
-    """Fail fast when workers of a distributed cluster cannot run daskem's tasks.
-
-    A worker without daskem dies on the first task that needs it, the
-    scheduler hands the task to the next worker, and once none is left the
-    computation waits for workers forever. Workers that join later are not
-    checked.
+    Rows read are added up and divided by the number of rows, rounded up, so
+    that passes over batches of rows (online EM) count by the share of the
+    rows they read. Fetching a few rows by index (:class:`RowsRequest`) reads
+    only the chunks that hold them and is not counted.
 
     Parameters
     ----------
-    client : distributed.Client, optional
-        By default the client that would compute ``collections`` now; with
-        none (local schedulers) there is nothing to check.
-    collections : list, optional
-
-    Raises
-    ------
-    RuntimeError
-        If a worker cannot import daskem, or has another version of it
-        installed than this process.
+    n_rows : int
+        Rows of the whole data.
+    passes : int
+        Passes already made (a resumed fit).
     """
-    from . import __version__
 
-    if client is None:
-        client = _distributed_client(collections)
-        if client is None:
-            return
-    # the installed distributions' versions (None where daskem runs from PYTHONPATH)
-    versions = client.get_versions(packages=["daskem"])
-    ours = versions["client"]["packages"].get("daskem") or __version__
-    theirs = {
-        w: (v or {}).get("packages", {}).get("daskem") for w, v in versions["workers"].items()
-    }
-    imports = client.run(importlib.import_module, "daskem", on_error="return")
-    missing = sorted(w for w, r in imports.items() if isinstance(r, ImportError))
-    other = sorted(w for w, v in theirs.items() if v is not None and v != ours and w not in missing)
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} cannot import daskem ({_some(missing)})")
-    if other:
-        found = ", ".join(sorted({theirs[w] for w in other}))
-        problems.append(f"{len(other)} have daskem {found} installed ({_some(other)})")
-    if problems:
-        raise RuntimeError(
-            f"Of the cluster's {len(theirs)} worker(s), {'; '.join(problems)}, while this "
-            f"process runs daskem {ours}. Install daskem {ours} in the workers' "
-            "environment (the same image or environment as the client's)."
-        )
+    def __init__(self, n_rows: int, passes: int = 0):
+        self.n_rows = max(int(n_rows), 1)
+        self.rows_read = int(passes) * self.n_rows
 
+    @property
+    def passes(self) -> int:
+        return -(-self.rows_read // self.n_rows)
 
-def _some(addresses, shown=3):
-    more = len(addresses) - shown
-    return ", ".join(addresses[:shown]) + (f" and {more} more" if more > 0 else "")
+    def add(self, rows: int | None = None) -> None:
+        """Count one pass over ``rows`` rows (by default all of them)."""
+        self.rows_read += self.n_rows if rows is None else int(rows)
+
+    def count(self, steps: Generator, rows: int | None = None) -> Generator:
+        """Run the step generator ``steps``, counting each pass it asks for.
+
+        Use as ``result = yield from tally.count(steps)``; ``rows`` is the
+        number of rows the passes run over (by default all).
+        """
+        value = None
+        while True:
+            try:
+                request = steps.send(value)
+            except StopIteration as stop:
+                return stop.value
+            if isinstance(request, PassRequest):
+                self.add(rows)
+            value = yield request
 
 
 def fetch_rows(X, indices):
@@ -258,7 +241,7 @@ def fetch_rows(X, indices):
     return out
 
 
-def drive(X, steps, sample_weight=None, split_every=SPLIT_EVERY, on_error="raise"):
+def drive(X, steps, sample_weight=None, split_every=SPLIT_EVERY, on_error="raise", tally=None):
     """Run step generators together, one pass per round for all of them.
 
     Parameters
@@ -271,6 +254,8 @@ def drive(X, steps, sample_weight=None, split_every=SPLIT_EVERY, on_error="raise
     on_error : {'raise', 'return'}
         What to do when a generator raises: re-raise, or return the
         exception object as that generator's result.
+    tally : PassTally, optional
+        Counts the passes over X that this call makes (shared by all steps).
 
     Returns
     -------
@@ -309,6 +294,8 @@ def drive(X, steps, sample_weight=None, split_every=SPLIT_EVERY, on_error="raise
         if graph is None:
             graph = PassGraph(X, sample_weight)
         outputs = graph.run([pending[i] for i in order], split_every)
-        for i, out in zip(order, outputs):
+        if tally is not None:
+            tally.add(X.shape[0])
+        for i, out in zip(order, outputs, strict=True):
             advance(i, out)
     return results

@@ -5,6 +5,10 @@ scikit-learn's GaussianMixture behaves the same, with the extra detail that
 large data needs (how many bad values, and where the first one is).
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import dask
 import dask.array as da
 import numpy as np
@@ -65,6 +69,26 @@ def as_dask_array(X, estimator_name="GaussianMixture", ensure_min_samples=1):
     )
     rows = max(1, NUMPY_CHUNK_BYTES // max(1, arr.shape[1] * arr.itemsize))
     return da.from_array(arr, chunks=(rows, -1), name=False), False, feature_names
+
+
+def check_fitted_input(estimator: Any, X: Any) -> Any:
+    """X validated for a fitted estimator: a Dask array, or a NumPy array.
+
+    Raises scikit-learn's errors (not fitted, wrong number of features,
+    feature names that differ).
+    """
+    from sklearn.utils.validation import check_is_fitted, validate_data
+
+    check_is_fitted(estimator)
+    if is_dask_collection(X):
+        Xd, _, _ = as_dask_array(X, type(estimator).__name__)
+        if Xd.shape[1] != estimator.n_features_in_:
+            raise ValueError(
+                "X has %d features, but %s is expecting %d features as input."
+                % (Xd.shape[1], type(estimator).__name__, estimator.n_features_in_)
+            )
+        return Xd
+    return validate_data(estimator, X, dtype=[np.float64, np.float32], reset=False)
 
 
 def _check_samples_and_features(shape, ensure_min_samples, estimator_name):

@@ -28,10 +28,14 @@ import json
 import math
 import os
 import platform
-import uuid
 import zipfile
 
 import numpy as np
+
+from ._encoding import float_from_json, json_float, random_state_from_json, random_state_to_json
+from ._registry import estimator_class, estimator_name, family_of
+from ._version import __version__
+from .io import replace_local_file
 
 __all__ = ["save_model", "load_model", "read_model_metadata", "FORMAT", "FORMAT_VERSION"]
 
@@ -39,27 +43,13 @@ FORMAT = "daskem-model"
 FORMAT_VERSION = 1
 META_KEY = "__daskem__"
 
-_PARAMETER_ARRAYS = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+_HISTORY_ARRAYS = ("lower_bound_", "lower_bounds_", "iteration_seconds_")
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
 # --------------------------------------------------------------------------
 # JSON with arrays on the side
 # --------------------------------------------------------------------------
-
-
-def json_float(x):
-    """A float as JSON: finite floats as numbers, others as strings."""
-    x = float(x)
-    if math.isfinite(x):
-        return x
-    return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
-
-
-def float_from_json(x):
-    if isinstance(x, str):
-        return float(x)  # "inf", "-inf", "nan"
-    return float(x)
 
 
 def encode_value(value, arrays, key):
@@ -77,10 +67,7 @@ def encode_value(value, arrays, key):
     if isinstance(value, (float, np.floating)):
         return {"__float__": json_float(value)} if not math.isfinite(value) else float(value)
     if isinstance(value, np.random.RandomState):
-        name, keys, pos, has_gauss, cached = value.get_state()
-        arrays[key + ".keys"] = np.asarray(keys)
-        arrays[key + ".cached_gaussian"] = np.asarray(cached, dtype=np.float64)
-        return {"__random_state__": {"algorithm": name, "pos": int(pos), "has_gauss": int(has_gauss)}}
+        return {"__random_state__": random_state_to_json(value.get_state(), arrays, key)}
     if isinstance(value, (np.ndarray, list, tuple)):
         arr = np.asarray(value)
         if arr.dtype.kind not in "biuf":
@@ -102,22 +89,13 @@ def decode_value(value, arrays):
 
 
 def decode_random_state(value, arrays, key):
-    info = value["__random_state__"]
     rs = np.random.RandomState()
-    rs.set_state((
-        info["algorithm"],
-        np.asarray(arrays[key + ".keys"], dtype=np.uint32),
-        int(info["pos"]),
-        int(info["has_gauss"]),
-        float(arrays[key + ".cached_gaussian"]),
-    ))
+    rs.set_state(random_state_from_json(value["__random_state__"], arrays, key))
     return rs
 
 
 def versions():
     import dask
-
-    from . import __version__
 
     return {
         "daskem": __version__,
@@ -157,22 +135,15 @@ def write_npz_atomic(path, meta_key, meta, arrays, fsync=True):
     payload = json.dumps(meta, allow_nan=False, sort_keys=True).encode("utf-8")
     contents = {meta_key: np.frombuffer(payload, dtype=np.uint8)}
     contents.update(arrays)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}")
-    try:
+
+    def write(tmp):
         with open(tmp, "wb") as f:
             np.savez(f, **contents)
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+
+    replace_local_file(path, write)
 
 
 def _describe_start(head):
@@ -279,7 +250,7 @@ def _short(e):
 
 
 def save_model(estimator, path, **metadata):
-    """Write a fitted :class:`~daskem.GaussianMixture` to ``path`` (a ``.npz`` file).
+    """Write a fitted daskem estimator to ``path`` (a ``.npz`` file).
 
     The file is written atomically (temporary file in the same directory, then
     :func:`os.replace`); an existing file is replaced. ``metadata`` must be
@@ -289,9 +260,8 @@ def save_model(estimator, path, **metadata):
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(estimator)
-    arrays = {}
-    for name in _PARAMETER_ARRAYS:
-        arrays[name] = np.asarray(getattr(estimator, name))
+    family = family_of(estimator)
+    arrays = {name: np.asarray(getattr(estimator, name)) for name in family.parameter_attributes}
     arrays["lower_bound_"] = np.asarray(estimator.lower_bound_, dtype=np.float64)
     arrays["lower_bounds_"] = np.asarray(getattr(estimator, "lower_bounds_", []), dtype=np.float64)
     arrays["iteration_seconds_"] = np.asarray(
@@ -305,19 +275,22 @@ def save_model(estimator, path, **metadata):
     for name, value in estimator.get_params(deep=False).items():
         params[name] = encode_value(value, arrays, f"param:{name}")
 
+    fitted = {
+        "n_iter_": int(estimator.n_iter_),
+        "converged_": bool(estimator.converged_),
+        "lower_bound_": json_float(estimator.lower_bound_),
+    }
+    if getattr(estimator, "n_passes_", None) is not None:
+        fitted["n_passes_"] = int(estimator.n_passes_)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "estimator": f"{type(estimator).__module__}.{type(estimator).__qualname__}",
+        "estimator": estimator_name(type(estimator)),
         "params": params,
         "covariance_type": estimator.covariance_type,
         "n_components": int(arrays["weights_"].shape[0]),
         "n_features_in_": int(estimator.n_features_in_),
-        "fitted": {
-            "n_iter_": int(estimator.n_iter_),
-            "converged_": bool(estimator.converged_),
-            "lower_bound_": json_float(estimator.lower_bound_),
-        },
+        "fitted": fitted,
         "metadata": _json_safe(metadata),
         "versions": versions(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -352,7 +325,10 @@ def read_model_metadata(path):
 
 
 def load_model(path):
-    """Read a model written by :func:`save_model`; returns a fitted GaussianMixture.
+    """Read a model written by :func:`save_model`; returns the fitted estimator.
+
+    The estimator's class is the one named in the file (see
+    :mod:`daskem._registry`).
 
     Raises
     ------
@@ -375,16 +351,13 @@ def load_model(path):
 
 
 def _model_from(meta, arrays):
-    from . import _covariance
-    from .gaussian_mixture import GaussianMixture
+    from ._engine import set_fitted
 
-    expected = f"{GaussianMixture.__module__}.{GaussianMixture.__qualname__}"
-    if meta.get("estimator") != expected:
-        raise ValueError(f"it holds a {meta.get('estimator')!r}, not a {expected!r}")
+    cls = estimator_class(meta.get("estimator"))
     raw_params = meta["params"]
     if not isinstance(raw_params, dict):
         raise ValueError("estimator parameters are not a mapping")
-    valid = set(GaussianMixture().get_params())
+    valid = set(cls().get_params())
     unknown = sorted(set(raw_params) - valid)
     if unknown:
         raise ValueError(f"unknown estimator parameter(s) {unknown}")
@@ -394,44 +367,45 @@ def _model_from(meta, arrays):
             params[name] = decode_random_state(value, arrays, f"param:{name}")
         else:
             params[name] = decode_value(value, arrays)
-    est = GaussianMixture(**params)
+    est = cls(**params)
     est._validate_params()
+    family = family_of(est)
 
-    cov_type = est.covariance_type
-    if meta.get("covariance_type") != cov_type:
+    if meta.get("covariance_type") != est.covariance_type:
         raise ValueError("covariance type of the metadata and of the parameters differ")
-    for name in _PARAMETER_ARRAYS + ("lower_bound_", "lower_bounds_", "iteration_seconds_"):
+    for name in family.parameter_attributes + _HISTORY_ARRAYS:
         if name not in arrays:
             raise ValueError(f"array {name!r} is missing")
         if arrays[name].dtype.kind != "f":
             raise ValueError(f"array {name!r} has dtype {arrays[name].dtype}, expected floats")
-    weights, means, covariances, prec_chol = (arrays[n] for n in _PARAMETER_ARRAYS)
-    if weights.ndim != 1 or means.ndim != 2 or means.shape[0] != weights.shape[0]:
-        raise ValueError(f"weights {weights.shape} and means {means.shape} do not fit together")
-    k, d = means.shape
-    if k != est.n_components or k != meta.get("n_components"):
-        raise ValueError(f"{k} components in the arrays, {est.n_components} in the parameters")
+    parameters = family.parameters_from({n: np.array(arrays[n]) for n in family.parameter_attributes})
+    k = len(parameters.weights)
+    if k != meta.get("n_components"):
+        raise ValueError(f"{k} components in the arrays, {meta.get('n_components')} in the metadata")
+    d = parameters.means.shape[1]
     if d != meta.get("n_features_in_"):
         raise ValueError(f"{d} features in the means, {meta.get('n_features_in_')} in the metadata")
-    shape = _covariance.covariance_shape(cov_type, k, d)
-    for name, a in (("covariances_", covariances), ("precisions_cholesky_", prec_chol)):
-        if a.shape != shape:
-            raise ValueError(f"{name} has shape {a.shape}, expected {shape} for {cov_type!r}")
-    for name in _PARAMETER_ARRAYS:
+    for name in family.parameter_attributes:
         if not np.all(np.isfinite(arrays[name])):
             raise ValueError(f"{name} holds NaN or infinity")
 
     fitted = meta["fitted"]
-    est._set_parameters(tuple(np.array(arrays[n]) for n in _PARAMETER_ARRAYS))
-    est.n_features_in_ = d
-    est.n_iter_ = int(fitted["n_iter_"])
-    est.converged_ = bool(fitted["converged_"])
-    est.lower_bound_ = float(arrays["lower_bound_"])
-    est.lower_bounds_ = [float(x) for x in arrays["lower_bounds_"]]
-    est.iteration_seconds_ = [float(x) for x in arrays["iteration_seconds_"]]
+    attributes = {
+        **family.attributes(parameters),
+        "n_features_in_": d,
+        "n_iter_": int(fitted["n_iter_"]),
+        "converged_": bool(fitted["converged_"]),
+        "lower_bound_": float(arrays["lower_bound_"]),
+        "lower_bounds_": [float(x) for x in arrays["lower_bounds_"]],
+        "iteration_seconds_": [float(x) for x in arrays["iteration_seconds_"]],
+        "feature_names_in_": None,
+    }
+    if "n_passes_" in fitted:  # files written before daskem counted passes lack it
+        attributes["n_passes_"] = int(fitted["n_passes_"])
     if "feature_names_in_" in arrays:
         names = arrays["feature_names_in_"]
         if names.dtype.kind != "U" or names.shape != (d,):
             raise ValueError(f"feature_names_in_ has dtype {names.dtype} and shape {names.shape}")
-        est.feature_names_in_ = np.asarray(names.tolist(), dtype=object)
+        attributes["feature_names_in_"] = np.asarray(names.tolist(), dtype=object)
+    set_fitted(est, attributes)
     return est

@@ -6,10 +6,9 @@ no GUI backend, no global state), so this works on headless machines.
 
 from __future__ import annotations
 
-import os
-import uuid
-
 import numpy as np
+
+from .io import replace_local_file
 
 __all__ = ["component_covariances", "projection", "sample_rows", "plot_model", "save_figure"]
 
@@ -162,19 +161,7 @@ def _plot_1d(ax, est, sample, colors):
 
 def save_figure(fig, path, dpi=100):
     """Write a figure as PNG atomically (temporary file in the same folder, then os.replace)."""
-    path = os.fspath(path)
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = os.path.join(parent, f".{os.path.basename(path)}.tmp-{uuid.uuid4().hex}.png")
-    try:
-        fig.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
+    replace_local_file(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi), suffix=".png")
 
 
 def plot_selection(table, criterion="bic"):

@@ -7,41 +7,42 @@ longest fit instead of the sum of all fits. Candidates drop out of the passes
 as they converge.
 """
 
+from __future__ import annotations
+
 import math
-import warnings
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
-from sklearn.exceptions import ConvergenceWarning
 
-from . import _covariance
-from ._em import MixtureParameters, statistics_request
+from . import _covariance, _criteria, _engine
 from ._passes import drive
+from ._registry import family_of
 from .gaussian_mixture import GaussianMixture
 
 CRITERIA = ("bic", "aic")
 
 
-def _log_likelihood_steps(model, data):
+def _log_likelihood_steps(family, parameters, data):
     """Step generator: total log-likelihood of a fitted model (one pass)."""
-    parameters = MixtureParameters(*model._get_parameters())
-    request, layout = statistics_request(parameters, model.covariance_type, data.shift, data.X.dtype)
+    request, layout = family.statistics_request(parameters, data.shift, data.dtype)
     stats = yield request
     return layout.unpack(stats)[3]
 
 
 def select_model(
-    X,
-    n_components=range(1, 11),
-    covariance_types=("full", "tied", "diag", "spherical"),
+    X: Any,
+    n_components: Iterable[int] = range(1, 11),
+    covariance_types: Iterable[str] = ("full", "tied", "diag", "spherical"),
     *,
-    n_init=1,
-    criterion="bic",
-    sample_weight=None,
-    random_state=None,
-    **params,
-):
+    n_init: int = 1,
+    criterion: str = "bic",
+    sample_weight: Any = None,
+    random_state: int | None = None,
+    **params: Any,
+) -> tuple[pd.DataFrame, GaussianMixture]:
     """Fit a grid of Gaussian mixtures in shared passes and pick the best.
 
     Parameters
@@ -71,8 +72,10 @@ def select_model(
     table : pandas.DataFrame
         One row per candidate: n_components, covariance_type,
         log_likelihood (total, under the fitted parameters), bic, aic,
-        n_iter, converged, and error (the message of a failed fit, else
-        None; its criteria are NaN).
+        n_iter, converged, n_passes (the passes that candidate's fit alone
+        would make), and error (the message of a failed fit, else None; its
+        criteria are NaN). ``table.attrs["n_passes"]`` is the number of
+        passes the whole grid made over the data.
     best : GaussianMixture
         The fitted candidate with the lowest criterion.
     """
@@ -95,50 +98,57 @@ def select_model(
         max(ks), covariance_type=types[0], n_init=n_init, random_state=random_state, **params
     )
     template._validate_params()
-    data = template._prepare_fit_data(X, sample_weight)
+    data = _engine.prepare_data(X=X, sample_weight=sample_weight, estimator=template,
+                                family=family_of(template), cache=template.cache)
 
-    models = []
+    models, families, steps = [], [], []
     for t in types:
         for k in ks:
             model = clone(template).set_params(n_components=k, covariance_type=t)
             model._validate_params()
-            model._check_initial_parameters(data.X.shape[1])
-            model.n_features_in_ = template.n_features_in_
-            if hasattr(template, "feature_names_in_"):
-                model.feature_names_in_ = template.feature_names_in_
+            family = family_of(model)
+            family.check(data.X.shape[0], data.n_features)
+            settings = _engine.FitSettings.from_params(model.get_params(deep=False))
             models.append(model)
-    results = drive(
-        data.X, [m._fit_steps(data) for m in models], data.sample_weight, on_error="return"
-    )
+            families.append(family)
+            steps.append(_engine.fit_steps(family, settings, data, tally=_engine.new_tally(data)))
+    # the grid's own cost: every pass served every candidate still running
+    grid_passes = _engine.new_tally(data)
+    results = drive(data.X, steps, data.sample_weight, on_error="return", tally=grid_passes)
     fitted, errors = [], []
-    for model, result in zip(models, results):
+    for model, family, result in zip(models, families, results, strict=True):
         if isinstance(result, Exception):
             errors.append(str(result))
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            model._set_fit_result(result)
-        fitted.append(model)
+        _engine.set_fitted(model, _engine.fitted_attributes(family, result, data, model.max_iter))
+        fitted.append((model, family))
         errors.append(None)
-    totals = drive(data.X, [_log_likelihood_steps(m, data) for m in fitted], data.sample_weight)
+    totals = drive(
+        data.X,
+        [_log_likelihood_steps(f, _engine.fitted_parameters(m, f), data) for m, f in fitted],
+        data.sample_weight,
+        tally=grid_passes,
+    )
     n = data.total_weight
-    rows, by_model = [], dict(zip(map(id, fitted), totals))
-    for model, error in zip(models, errors):
+    rows, by_model = [], {id(m): total for (m, _), total in zip(fitted, totals, strict=True)}
+    for model, family, error in zip(models, families, errors, strict=True):
         ll = by_model.get(id(model), math.nan) if error is None else math.nan
-        p = _covariance.n_parameters(model.covariance_type, model.n_components, data.X.shape[1])
+        p = family.n_parameters(data.n_features)
         rows.append(
             {
                 "n_components": model.n_components,
                 "covariance_type": model.covariance_type,
                 "log_likelihood": ll,
-                "bic": -2 * ll + p * math.log(n),
-                "aic": -2 * ll + 2 * p,
+                "bic": _criteria.bic(ll, p, n),
+                "aic": _criteria.aic(ll, p),
                 "n_iter": getattr(model, "n_iter_", 0),
                 "converged": bool(getattr(model, "converged_", False)),
+                "n_passes": int(getattr(model, "n_passes_", 0)),
                 "error": error,
             }
         )
     table = pd.DataFrame(rows)
+    table.attrs["n_passes"] = grid_passes.passes
     if table[criterion].isna().all():
         raise ValueError("Every candidate failed; first error: %s" % next(e for e in errors if e))
     best = models[int(np.nanargmin(table[criterion].to_numpy()))]

@@ -1,5 +1,8 @@
 """Shared test data."""
 
+import threading
+
+import dask.array as da
 import numpy as np
 import pytest
 
@@ -17,3 +20,19 @@ def make_blobs(n=900, seed=0, dtype=np.float64, offset=0.0):
 @pytest.fixture
 def blobs():
     return make_blobs()
+
+
+class ChunkReads:
+    """A Dask array whose chunks count how often they are read."""
+
+    def __init__(self, X, chunks):
+        self.counts = {}
+        self.lock = threading.Lock()
+        base = da.from_array(X, chunks=(chunks, -1))
+        self.array = base.map_blocks(self._read, dtype=X.dtype)
+
+    def _read(self, block, block_info=None):
+        key = block_info[0]["chunk-location"][0]
+        with self.lock:
+            self.counts[key] = self.counts.get(key, 0) + 1
+        return block

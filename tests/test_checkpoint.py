@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
+from conftest import make_blobs
 from daskem import GaussianMixture
 from daskem._checkpoint import (
     FILENAME,
@@ -18,7 +19,7 @@ from daskem._checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from conftest import make_blobs
+from daskem._engine import fit
 
 PARAMS = ["weights_", "means_", "covariances_", "precisions_cholesky_"]
 OPTIONS = dict(n_components=3, n_init=2, max_iter=6, tol=0.0, init_params="random", random_state=5)
@@ -29,7 +30,7 @@ def _fit(X, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         gm = GaussianMixture(covariance_type="full", **OPTIONS)
-        gm._fit(X, **kw)
+        fit(gm, X, **kw)
     return gm
 
 
@@ -90,6 +91,35 @@ def test_resume_from_any_checkpoint_is_bit_for_bit(saved, X, index):
     assert resumed.n_iter_ == reference.n_iter_
 
 
+def test_a_fit_resumed_twice_is_still_bit_for_bit(saved, X, tmp_path):
+    reference, folders = saved
+    first_resume = load_checkpoint(folders[3][0]).state
+
+    def interrupt_again(state):
+        # keep the state two iterations further on, as a second crash would
+        done = len(state.lower_bounds)
+        if state.init == first_resume.init and done == len(first_resume.lower_bounds) + 2:
+            save_checkpoint(tmp_path, state, OPTIONS, DATA)
+
+    _fit(X, resume=first_resume, on_state=interrupt_again)
+    second = load_checkpoint(tmp_path)
+    assert second.n_iter == len(first_resume.lower_bounds) + 2
+    resumed = _fit(X, resume=second.state)
+    for name in PARAMS:
+        assert np.array_equal(getattr(resumed, name), getattr(reference, name)), name
+    assert resumed.lower_bounds_ == reference.lower_bounds_
+    assert resumed.n_iter_ == reference.n_iter_
+
+
+def test_passes_are_counted_across_a_resume(saved, X):
+    reference, folders = saved
+    state = load_checkpoint(folders[9][0]).state
+    assert 0 < state.n_passes < reference.n_passes_
+    resumed = _fit(X, resume=state)
+    # the resumed process validates the data once more
+    assert resumed.n_passes_ == reference.n_passes_ + 1
+
+
 def test_overwrite_is_atomic(tmp_path, saved):
     _, folders = saved
     a, b = load_checkpoint(folders[2][0]).state, load_checkpoint(folders[5][0]).state
@@ -120,5 +150,7 @@ def test_missing_and_corrupted_checkpoints(tmp_path, saved):
 
 def test_differences():
     assert differences(OPTIONS, dict(OPTIONS)) == []
-    diffs = differences({**OPTIONS, "data": {"shape": [1, 2]}}, {**OPTIONS, "tol": 0.1, "data": {"shape": [1, 3]}})
+    diffs = differences(
+        {**OPTIONS, "data": {"shape": [1, 2]}}, {**OPTIONS, "tol": 0.1, "data": {"shape": [1, 3]}}
+    )
     assert diffs == ["data.shape: checkpoint [1, 2], now [1, 3]", "tol: checkpoint 0.0, now 0.1"]

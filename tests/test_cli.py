@@ -19,11 +19,12 @@ import pandas as pd
 import pytest
 import zarr
 
+from conftest import make_blobs
 from daskem import GaussianMixture, load
 from daskem._checkpoint import has_checkpoint, load_checkpoint
+from daskem._predict import n_parameters
 from daskem.cli import Reporter, main
 from daskem.io import read
-from conftest import make_blobs
 
 # a small in-process local cluster: quick to start
 CLUSTER = ["--workers", "1", "--threads-per-worker", "2", "--no-processes", "--no-dashboard"]
@@ -142,7 +143,7 @@ def test_predict_to_zarr_and_score(model, data, tmp_path, scheduler):
     assert f"cluster at {address}" in r.stderr  # the scheduler from the environment
     assert len(client.scheduler_info()["workers"]) == 1  # the CLI left the cluster running
     scores = json.loads(r.stdout)
-    assert scores["n_samples"] == 3000 and scores["n_parameters"] == gm._n_parameters()
+    assert scores["n_samples"] == 3000 and scores["n_parameters"] == n_parameters(gm)
     assert scores["mean_log_likelihood"] == pytest.approx(gm.score(X), rel=1e-12)
     assert scores["bic"] == pytest.approx(gm.bic(X), rel=1e-12)
     assert scores["aic"] == pytest.approx(gm.aic(X), rel=1e-12)
@@ -218,7 +219,8 @@ def test_plotting_every_covariance_type(covariance_type, tmp_path):
 def _proba_from_full(gm, covs, X):
     from scipy.stats import multivariate_normal
 
-    dens = np.stack([w * multivariate_normal(m, c).pdf(X) for w, m, c in zip(gm.weights_, gm.means_, covs)], 1)
+    parts = zip(gm.weights_, gm.means_, covs, strict=True)
+    dens = np.stack([w * multivariate_normal(m, c).pdf(X) for w, m, c in parts], 1)
     return dens / dens.sum(axis=1, keepdims=True)
 
 
@@ -367,7 +369,7 @@ def test_bad_input(data, model, tmp_path):
     with ThreadPoolExecutor(4) as pool:
         results = list(pool.map(attempt, cases))
     failures = []
-    for (what, args, code, text), r in zip(cases, results):
+    for (what, _, code, text), r in zip(cases, results, strict=True):
         lines = r.stderr.strip().splitlines()
         if (r.returncode != code or len(lines) != 1 or not lines[0].startswith("daskem: error: ")
                 or text not in lines[0] or "Traceback" in r.stderr or r.stdout):

@@ -11,6 +11,7 @@ import pytest
 from sklearn.exceptions import NotFittedError
 
 import daskem
+from conftest import make_blobs
 from daskem import GaussianMixture
 from daskem.persistence import (
     FORMAT,
@@ -21,7 +22,6 @@ from daskem.persistence import (
     save_model,
     write_npz_atomic,
 )
-from conftest import make_blobs
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 ATTRIBUTES = ["weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_"]
@@ -75,7 +75,7 @@ def test_metadata_is_self_describing(model_file):
     assert meta["covariance_type"] == "full"
     assert meta["n_components"] == 3 and meta["n_features_in_"] == 3
     assert meta["params"]["n_components"] == 3 and meta["params"]["random_state"] == 0
-    assert set(meta["fitted"]) == {"n_iter_", "converged_", "lower_bound_"}
+    assert set(meta["fitted"]) == {"n_iter_", "converged_", "lower_bound_", "n_passes_"}
     assert meta["metadata"]["data"] == {"source": "blobs", "shape": [600, 3], "dtype": "float64"}
     assert set(meta["versions"]) >= {"daskem", "dask", "numpy"}
     assert meta["versions"]["daskem"] == daskem.__version__
@@ -219,7 +219,9 @@ def test_future_version_and_other_formats(tmp_path, model_file):
         load_model(future)
     assert str(future) in str(info.value)
 
-    other = _rewrite(model_file, tmp_path / "ckpt.npz", edit_meta=lambda m: m.update(format="daskem-checkpoint"))
+    other = _rewrite(
+        model_file, tmp_path / "ckpt.npz", edit_meta=lambda m: m.update(format="daskem-checkpoint")
+    )
     with pytest.raises(ValueError, match="format is 'daskem-checkpoint'"):
         load_model(other)
 

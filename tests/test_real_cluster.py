@@ -37,8 +37,9 @@ from distributed.scheduler import NoWorkerError
 from sklearn.exceptions import ConvergenceWarning
 
 import daskem
-from daskem.io import read, write_zarr
 from conftest import make_blobs
+from daskem._engine import fit
+from daskem.io import read, write_zarr
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHUNK_ROWS = 1000
@@ -60,7 +61,7 @@ def _env(**extra):
 def _warm_imports(client):
     """Import on every worker what the first fit would import anyway (seconds)."""
     # a builtin, so nothing from this test module has to be importable there
-    client.run(exec, "import daskem._em, daskem._initialization, daskem._kernels, daskem.io, zarr")
+    client.run(exec, "import daskem._gaussian, daskem._initialization, daskem._kernels, daskem.io, zarr")
 
 
 class RealCluster:
@@ -223,7 +224,7 @@ def _fit(X, on_iteration=None, **kwargs):
     gm = daskem.GaussianMixture(**{**FIT, **kwargs})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # tol=0: runs max_iter iterations
-        gm._fit(X, on_iteration=on_iteration)
+        fit(gm, X, on_iteration=on_iteration)
     return gm
 
 
@@ -465,7 +466,7 @@ def test_all_workers_killed_fails_with_no_workers_timeout(timeout_cluster, data_
         with pytest.raises(NoWorkerError, match="without any running workers"):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                gm._fit(read(data_path, chunks=CHUNK_ROWS), on_iteration=killer)
+                fit(gm, read(data_path, chunks=CHUNK_ROWS), on_iteration=killer)
         assert time.monotonic() - start < 60
         assert all(p.poll() == -signal.SIGKILL for p in procs)
         assert not hasattr(gm, "means_")  # nothing half-fitted
@@ -562,7 +563,7 @@ def test_tls_with_the_readme_recipe(tmp_path, data_path, reference, monkeypatch)
 
     (servers,) = [code for lang, code in blocks if "dask scheduler --protocol tls" in code]
     flags = {role: code.split("--tls-ca-file")[1].split() for role, code in
-             zip(("scheduler", "worker"), servers.split("dask worker"))}
+             zip(("scheduler", "worker"), servers.split("dask worker"), strict=True)}
     tls_flags = {role: ["--tls-ca-file", *(str(tmp_path / a) if a.endswith(".pem") else a
                                            for a in args if a != "\\")]
                  for role, args in flags.items()}
@@ -652,7 +653,9 @@ def test_predict_on_workers_that_cannot_run_daskem_fails_when_called(broken_clus
 
 
 @needs_cli
-def test_cli_on_workers_that_cannot_run_daskem_exits_1_and_writes_nothing(broken_cluster, data_path, tmp_path):
+def test_cli_on_workers_that_cannot_run_daskem_exits_1_and_writes_nothing(
+    broken_cluster, data_path, tmp_path
+):
     out = str(tmp_path / "model.npz")
     code, stdout, events, stderr = _cli(_cli_args(data_path, out, 2, "--scheduler", broken_cluster.address),
                                         timeout=60)

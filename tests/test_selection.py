@@ -1,6 +1,5 @@
 """select_model: a whole grid of mixtures fitted in shared passes over the data."""
 
-import threading
 import warnings
 
 import dask
@@ -9,26 +8,10 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
+from conftest import ChunkReads, make_blobs
 from daskem import GaussianMixture, select_model
-from conftest import make_blobs
 
 GRID = dict(n_components=[1, 2, 3, 4], covariance_types=("full", "diag", "spherical", "tied"))
-
-
-class ChunkReads:
-    """A Dask array whose chunks count how often they are read."""
-
-    def __init__(self, X, chunks):
-        self.counts = {}
-        self.lock = threading.Lock()
-        base = da.from_array(X, chunks=(chunks, -1))
-        self.array = base.map_blocks(self._read, dtype=X.dtype)
-
-    def _read(self, block, block_info=None):
-        key = block_info[0]["chunk-location"][0]
-        with self.lock:
-            self.counts[key] = self.counts.get(key, 0) + 1
-        return block
 
 
 def test_grid_models_equal_separate_fits_with_the_same_seed():

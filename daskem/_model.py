@@ -1,0 +1,104 @@
+"""The model-family interface: what the engine needs of a kind of mixture.
+
+The engine (:mod:`daskem._engine`) owns everything a fit does that does not
+depend on the model: validating and caching the data, the restarts, warm
+start, resume, keeping the best run, convergence, passes, progress and
+checkpoints. A model family supplies the rest through the small interface
+below, in the spirit of scikit-learn's ``BaseMixture`` hooks:
+
+* the E-step statistics request for the next pass, under given parameters;
+* the update from the reduced statistics: new parameters and the lower
+  bound of the iteration (the M-step);
+* initial parameters, from the statistics of initial responsibilities or
+  from values the user gave;
+* the number of free parameters;
+* the mapping between its parameter record and the estimator's fitted
+  attributes, both ways;
+* the per-chunk kernel parameters that predictions use.
+
+A family is built from an estimator's parameters (``get_params()``), so one
+estimator class maps to one family class through :mod:`daskem._registry`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Generator, Mapping
+from typing import Any
+
+import numpy as np
+
+from ._passes import PassRequest
+from ._state import FitData
+
+
+class MixtureFamily(abc.ABC):
+    """A kind of mixture model, as the engine sees it.
+
+    Attributes
+    ----------
+    n_components : int
+    supports_online : bool
+        Whether stepwise (online) EM applies: its M-step must accept the
+        running, normalised statistics.
+    """
+
+    n_components: int
+    supports_online: bool = False
+
+    @abc.abstractmethod
+    def check(self, n_samples: int, n_features: int) -> None:
+        """Raise the estimator's errors for data of this shape (before any pass)."""
+
+    @abc.abstractmethod
+    def statistics_request(
+        self, parameters: Any, shift: np.ndarray, dtype: np.dtype
+    ) -> tuple[PassRequest, Any]:
+        """The E-step of one iteration: a pass request and the layout of its result."""
+
+    @abc.abstractmethod
+    def update(
+        self, stats: np.ndarray, layout: Any, parameters: Any, shift: np.ndarray, dtype: np.dtype
+    ) -> tuple[Any, float]:
+        """The M-step from reduced statistics: (new parameters, lower bound).
+
+        The lower bound belongs to the iteration whose E-step produced
+        ``stats`` (for EM, the mean log-likelihood under ``parameters``).
+        """
+
+    @abc.abstractmethod
+    def initialization_steps(self, data: FitData, rng: np.random.RandomState) -> Generator:
+        """Step generator returning the initial parameters (see :mod:`daskem._passes`)."""
+
+    @abc.abstractmethod
+    def n_parameters(self, n_features: int) -> int:
+        """Number of free parameters of the fitted model."""
+
+    @abc.abstractmethod
+    def attributes(self, parameters: Any) -> dict[str, np.ndarray]:
+        """The estimator's fitted attributes (``weights_``, ...) for a parameter record."""
+
+    @abc.abstractmethod
+    def parameters_from(self, attributes: Mapping[str, Any]) -> Any:
+        """The parameter record for fitted attributes (an estimator's or a model file's).
+
+        Raises
+        ------
+        ValueError
+            If the arrays do not make a model of this family (shapes, values).
+        """
+
+    @property
+    @abc.abstractmethod
+    def parameter_attributes(self) -> tuple[str, ...]:
+        """The fitted attributes that :meth:`parameters_from` needs (stored in model files)."""
+
+    @abc.abstractmethod
+    def kernel_parameters(self, parameters: Any, dtype: np.dtype) -> dict:
+        """What the per-chunk prediction kernels need (see :func:`daskem._kernels.kernel_parameters`)."""
+
+    @abc.abstractmethod
+    def sample(
+        self, parameters: Any, n_samples: int, rng: np.random.RandomState
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Draw ``n_samples`` rows from the mixture, grouped by component: (X, y)."""

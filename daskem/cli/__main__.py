@@ -1,0 +1,5 @@
+"""``python -m daskem.cli``: the command line."""
+
+from . import main
+
+main()

@@ -1,0 +1,192 @@
+"""Reading the data and models of a command, and the checks on its output paths."""
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from typing import Any, Optional
+
+from ._errors import BadInput, bad_input
+
+
+def read_data(source: str, columns: Optional[list[str]] = None, chunks: Optional[int] = None) -> Any:
+    """daskem.io.read with every error it raises turned into BadInput."""
+    from ..io import read
+
+    with bad_input(ValueError, TypeError, FileNotFoundError):
+        return read(source, columns=columns, chunks=chunks)
+
+
+def read_weighted_data(source: str, columns: Optional[list[str]], chunks: Optional[int],
+                       weight_column: Optional[str] = None,
+                       weights: Optional[str] = None) -> tuple[Any, Any, Optional[list[str]]]:
+    """Features, row weights (or None) and the feature columns used.
+
+    ``weight_column`` names a Parquet column of weights (left out of the
+    features); ``weights`` is a Zarr array or .npy file with one weight per row.
+    """
+    if weight_column and weights:
+        raise BadInput("give either --weight-column or --weights, not both")
+    if weight_column:
+        if columns is None:
+            import dask.dataframe as dd
+
+            with bad_input(ValueError, TypeError, FileNotFoundError, OSError):
+                columns = [str(c) for c in dd.read_parquet(source).columns]
+            if weight_column not in columns:
+                raise BadInput(f"--weight-column {weight_column!r} is not a column of {source}")
+            columns = [c for c in columns if c != weight_column]
+        elif weight_column in columns:
+            raise BadInput(f"--weight-column {weight_column!r} is also among --columns")
+        X = read_data(source, columns, chunks)
+        return X, read_data(source, [weight_column], chunks)[:, 0], columns
+    X = read_data(source, columns, chunks)
+    if not weights:
+        return X, None, columns
+    import dask.array as da
+    import numpy as np
+
+    from ..io import local_path
+
+    path = local_path(weights) or weights
+    if not os.path.exists(path) and "://" not in os.fspath(weights):
+        raise BadInput(f"--weights: no such file or directory: {weights!r}")
+    with bad_input(ValueError, TypeError, OSError, FileNotFoundError):
+        if str(path).endswith(".npy"):
+            w = da.from_array(np.load(path, mmap_mode="r"))
+        else:
+            w = da.from_zarr(weights)
+    if w.ndim == 2 and w.shape[1] == 1:
+        w = w[:, 0]
+    if w.ndim != 1 or w.shape[0] != X.shape[0]:
+        raise BadInput(
+            f"--weights {weights!r} has shape {tuple(w.shape)}; expected one weight per row "
+            f"({X.shape[0]},)"
+        )
+    return X, w, columns
+
+
+def _normalise_source(source: str | os.PathLike[str]) -> str:
+    from ..io import local_path
+
+    source = os.fspath(source)
+    path = local_path(source)
+    if path is None:
+        return source
+    return os.path.abspath(path) + source[len(path):] if source.startswith(path) else source
+
+
+def _files_signature(path: str) -> Optional[dict[str, int]]:
+    """Count, total size and latest modification of the files of a local source."""
+    try:
+        if os.path.isfile(path):
+            st = os.stat(path)
+            return {"files": 1, "bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+        count = size = latest = 0
+        for root, dirs, files in os.walk(path):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for name in files:
+                if name.startswith("."):
+                    continue
+                st = os.stat(os.path.join(root, name))
+                count += 1
+                size += st.st_size
+                latest = max(latest, st.st_mtime_ns)
+        return {"files": count, "bytes": size, "mtime_ns": latest}
+    except OSError:
+        return None
+
+
+def data_fingerprint(source: str, X: Any, columns: Optional[list[str]]) -> dict[str, Any]:
+    """What identifies the training data: source, columns, shape, dtype, chunking, files."""
+    chunks = [int(c) for c in X.chunks[0]]
+    fp = {
+        "source": _normalise_source(source),
+        "columns": columns,
+        "shape": [int(n) for n in X.shape],
+        "dtype": str(X.dtype),
+        "row_chunks": {
+            "count": len(chunks),
+            "sha256": hashlib.sha256(json.dumps(chunks).encode()).hexdigest(),
+        },
+    }
+    from ..io import local_path
+
+    path = local_path(source)
+    if path is not None:
+        sig = _files_signature(path)
+        if sig is not None:
+            fp["files"] = sig
+    return fp
+
+
+def check_features(est: Any, X: Any, model_path: str) -> None:
+    if X.shape[1] != est.n_features_in_:
+        hint = ""
+        names = getattr(est, "feature_names_in_", None)
+        if names is not None:
+            hint = f"; it was fitted on columns {','.join(map(str, names))} (pass --columns)"
+        raise BadInput(
+            f"the data have {X.shape[1]} feature(s) but the model {model_path} expects "
+            f"{est.n_features_in_}{hint}"
+        )
+
+
+def load_model_file(path: str) -> Any:
+    from ..persistence import load_model
+
+    with bad_input(ValueError, FileNotFoundError):
+        return load_model(path)
+
+
+# --------------------------------------------------------------------------
+# Output paths
+# --------------------------------------------------------------------------
+
+
+def _check_local(path: str | os.PathLike[str], what: str) -> None:
+    if "://" in os.fspath(path) or "::" in os.fspath(path):
+        raise BadInput(f"{what} must be a local path (or a mounted filesystem), got {os.fspath(path)!r}")
+
+
+def _check_new_output(path: str | os.PathLike[str], overwrite: bool, what: str = "output") -> None:
+    path = os.fspath(path)
+    if os.path.lexists(path) and not overwrite:
+        raise BadInput(f"{what} already exists: {path!r} (pass --overwrite to replace it)")
+    if os.path.isdir(path) and what == "model":
+        raise BadInput(f"{what} path is a directory: {path!r}")
+
+
+@contextlib.contextmanager
+def removing_new_temporaries(path: str | os.PathLike[str]) -> Iterator[None]:
+    """On failure, remove writer temporaries of ``path`` that appeared during the block.
+
+    The writers clean up after themselves, but failed tasks on a cluster may
+    recreate a temporary sibling after that cleanup; ones that were there
+    before (another writer's) are left alone.
+    """
+    import shutil
+
+    from ..io import temporary_siblings
+
+    before = temporary_siblings(path)
+    try:
+        yield
+    except BaseException:
+        for p in temporary_siblings(path) - before:
+            if os.path.isdir(p) and not os.path.islink(p):
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.remove(p)
+        raise
+
+
+def _remove_checkpoint(directory: str) -> None:
+    from .._checkpoint import checkpoint_file
+
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(checkpoint_file(directory))
+    with contextlib.suppress(OSError):
+        os.rmdir(directory)  # only if now empty
