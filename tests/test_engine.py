@@ -1,0 +1,226 @@
+"""The engine and the passes under it: drive(), pass counting, and a whole fit of a toy family."""
+
+import dataclasses
+import warnings
+
+import dask
+import dask.array as da
+import numpy as np
+import pytest
+from sklearn.exceptions import ConvergenceWarning
+
+from conftest import ChunkReads, make_blobs
+from daskem import GaussianMixture, select_model
+from daskem._engine import FitSettings, fit_steps, new_tally, prepare_data
+from daskem._model import MixtureFamily
+from daskem._passes import PassRequest, PassTally, RowsRequest, drive
+
+
+def _column_sums(block, ctx, row_start, sample_weight):
+    return np.asarray(block, dtype=np.float64).sum(axis=0) * ctx["scale"]
+
+
+def _sum_steps(scale, rounds):
+    """Asks for the scaled column sums ``rounds`` times; returns the list of results."""
+    out = []
+    for _ in range(rounds):
+        out.append((yield PassRequest(_column_sums, {"scale": scale}, 2)))
+    return out
+
+
+@pytest.fixture
+def reads():
+    return ChunkReads(np.arange(40.0).reshape(20, 2), 5)
+
+
+def test_drive_evaluates_all_pending_requests_in_one_pass(reads):
+    with dask.config.set(scheduler="threads"):
+        short, long = drive(reads.array, [_sum_steps(1.0, 2), _sum_steps(2.0, 3)])
+    total = np.arange(40.0).reshape(20, 2).sum(axis=0)
+    assert [list(r) for r in short] == [list(total)] * 2
+    assert [list(r) for r in long] == [list(2 * total)] * 3
+    # three rounds: the longest generator's, each reading every chunk once
+    assert reads.counts == {c: 3 for c in range(4)}
+
+
+def test_drive_counts_its_passes_in_a_tally(reads):
+    tally = PassTally(20)
+    with dask.config.set(scheduler="threads"):
+        drive(reads.array, [_sum_steps(1.0, 2), _sum_steps(1.0, 4)], tally=tally)
+    assert tally.passes == 4
+
+
+def test_drive_fetches_rows_by_index_without_a_pass(reads):
+    def steps():
+        rows = yield RowsRequest(np.array([7, 2, 7]))
+        return rows
+
+    with dask.config.set(scheduler="threads"):
+        (rows,) = drive(reads.array, [steps()])
+    np.testing.assert_array_equal(rows, [[14.0, 15.0], [4.0, 5.0], [14.0, 15.0]])
+    # only the chunks holding rows 2 and 7
+    assert set(reads.counts) == {0, 1}
+
+
+def test_drive_returns_a_failing_generators_error_when_asked():
+    def failing():
+        yield PassRequest(_column_sums, {"scale": 1.0}, 2)
+        raise ValueError("broken model")
+
+    X = da.ones((10, 2), chunks=5)
+    with pytest.raises(ValueError, match="broken model"):
+        drive(X, [failing(), _sum_steps(1.0, 2)])
+    error, ok = drive(X, [failing(), _sum_steps(1.0, 2)], on_error="return")
+    assert isinstance(error, ValueError) and len(ok) == 2
+
+
+def test_pass_tally_counts_partial_passes_by_rows_read():
+    tally = PassTally(100, passes=2)
+    tally.add(30)
+    assert tally.passes == 3
+    tally.add(70)
+    assert tally.passes == 3
+    tally.add()
+    assert tally.passes == 4
+
+
+def test_pass_tally_counts_the_passes_a_step_generator_asks_for():
+    tally = PassTally(10)
+
+    def outer():
+        first = yield from tally.count(_sum_steps(1.0, 3))
+        return len(first)
+
+    gen = outer()
+    request = next(gen)
+    results = 0
+    try:
+        while True:
+            assert isinstance(request, PassRequest)
+            request = gen.send(np.zeros(2))
+            results += 1
+    except StopIteration as stop:
+        assert stop.value == 3
+    assert tally.passes == 3
+
+
+# ------------------------------------------------ a toy family on the engine
+
+
+def _mean_statistics(block, ctx, row_start, sample_weight):
+    z = np.asarray(block, dtype=np.float64) - ctx["centre"]
+    return np.concatenate([z.sum(axis=0), [np.sum(z**2), len(z)]])
+
+
+@dataclasses.dataclass(frozen=True)
+class MeanFamily(MixtureFamily):
+    """One unit-variance Gaussian whose mean EM moves halfway to the data mean per step.
+
+    Its lower bound is minus half the mean squared distance to the centre:
+    an independent, closed-form model to run the engine's loop on.
+    """
+
+    n_components: int = 1
+
+    def check(self, n_samples, n_features):
+        pass
+
+    def statistics_request(self, parameters, shift, dtype):
+        return PassRequest(_mean_statistics, {"centre": parameters}, len(parameters) + 2), None
+
+    def update(self, stats, layout, parameters, shift, dtype):
+        d = len(parameters)
+        mean_offset, sq, n = stats[:d] / stats[-1], stats[d], stats[-1]
+        return parameters + 0.5 * mean_offset, -0.5 * sq / n
+
+    def initialization_steps(self, data, rng):
+        return (yield RowsRequest(np.array([rng.randint(data.X.shape[0])])))[0]
+
+    def n_parameters(self, n_features):
+        return n_features
+
+    def attributes(self, parameters):
+        return {"means_": parameters}
+
+    def parameters_from(self, attributes):
+        return attributes["means_"]
+
+    parameter_attributes = ("means_",)
+
+    def kernel_parameters(self, parameters, dtype):
+        raise NotImplementedError
+
+    def sample(self, parameters, n_samples, rng):
+        raise NotImplementedError
+
+
+def _toy_fit(X, **settings):
+    family = MeanFamily()
+    data = prepare_data(GaussianMixture(), X, None, family, cache=False)
+    tally = new_tally(data)
+    states = []
+    steps = fit_steps(family, FitSettings(**settings), data, tally=tally, on_state=states.append)
+    (result,) = drive(data.X, [steps])
+    return result, data, states
+
+
+def test_engine_runs_any_family_through_the_interface():
+    X = np.random.RandomState(0).randn(400, 2) + [3.0, -1.0]
+    result, data, _ = _toy_fit(da.from_array(X, chunks=100), tol=1e-12, max_iter=200)
+    best = result.best
+    assert best.converged
+    np.testing.assert_allclose(best.parameters, X.mean(axis=0), atol=1e-5)
+    assert np.all(np.diff(best.lower_bounds) >= 0)
+    # the validation pass plus one per iteration (the first centre is fetched by index)
+    assert result.n_passes == 1 + best.n_iter
+
+
+def test_engine_keeps_the_restart_with_the_best_lower_bound():
+    X = np.random.RandomState(1).randn(300, 2)
+    result, _, states = _toy_fit(X, n_init=4, max_iter=2, random_state=0, tol=0.0)
+    finals = {}
+    for s in states:
+        finals[s.init] = s.lower_bound
+    assert result.best.lower_bound == max(finals.values())
+    assert sorted(finals) == [0, 1, 2, 3]
+
+
+# ---------------------------------------------------- passes of real fits
+
+
+def test_a_fit_reports_the_passes_it_made_over_the_data():
+    X = make_blobs(1200)
+    reads = ChunkReads(X, 300)
+    with dask.config.set(scheduler="threads"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm = GaussianMixture(3, random_state=0, cache=False).fit(reads.array)
+    # validation, k-means|| (2 sampling rounds + 1 statistics pass), one per EM iteration
+    assert gm.n_passes_ == 1 + 3 + gm.n_iter_
+    per_chunk = np.array([reads.counts[c] for c in range(4)])
+    # the first k-means|| centre is fetched from its own chunk: one read more there
+    assert np.all(per_chunk >= gm.n_passes_) and np.all(per_chunk <= gm.n_passes_ + 1)
+
+
+def test_select_model_reports_the_passes_of_the_whole_grid():
+    X = make_blobs(1200)
+    reads = ChunkReads(X, 300)
+    with dask.config.set(scheduler="threads"):
+        table, _ = select_model(reads.array, n_components=[1, 2, 3], covariance_types=["full", "diag"],
+                                random_state=0, cache=False)
+    per_chunk = np.array([reads.counts[c] for c in range(4)])
+    assert np.all(per_chunk >= table.attrs["n_passes"])
+    assert np.all(per_chunk <= table.attrs["n_passes"] + 1)
+    # each candidate reports the passes it would make alone; the grid made far fewer in all
+    np.testing.assert_array_equal(table.n_passes, 1 + 3 + table.n_iter)
+    assert table.attrs["n_passes"] == 1 + 3 + table.n_iter.max() + 1
+
+
+def test_online_passes_count_rows_read():
+    X = make_blobs(1200)
+    gm = GaussianMixture(3, algorithm="online", batch_size=300, max_iter=2, random_state=0, tol=0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm.fit(da.from_array(X, chunks=300))
+    # validation (1) + k-means|| on one batch (3 passes over a quarter of the rows: 0.75)
+    # + 2 epochs, rounded up
+    assert gm.n_passes_ == 4
