@@ -73,7 +73,8 @@ def test_fit_with_a_weights_array_equals_the_python_fit(files):
     "args, message",
     [
         (["select", "data.zarr", "-k", "0-3", "--out", "x.npz"], "counts must be positive"),
-        (["select", "data.zarr", "--covariance-type", "banded", "--out", "x.npz"], "invalid --covariance-type"),
+        (["select", "data.zarr", "--covariance-type", "banded", "--out", "x.npz"],
+         "invalid --covariance-type"),
         (["fit", "data.parquet", "--weight-column", "nope", "--out", "x.npz"], "'nope' is not a column"),
         (["fit", "data.zarr", "--weights", "missing.zarr", "--out", "x.npz"], "no such file"),
         (["fit", "data.zarr", "--weights", "data.zarr", "--out", "x.npz"], "expected one weight per row"),

@@ -493,9 +493,9 @@ def test_sbatch_uses_the_scheduler_file_pattern():
     assert text.startswith("#!/bin/bash\n")
     assert re.search(r"^#SBATCH --nodes=\d+", text, flags=re.M)
     lines = _logical_lines(text)
-    sched = [l for l in lines if l.startswith("dask scheduler ")]
-    workers = [l for l in lines if l.startswith("srun ") and " dask worker " in l]
-    fits = [l for l in lines if l.startswith("daskem fit ")]
+    sched = [line for line in lines if line.startswith("dask scheduler ")]
+    workers = [line for line in lines if line.startswith("srun ") and " dask worker " in line]
+    fits = [line for line in lines if line.startswith("daskem fit ")]
     assert len(sched) == len(workers) == len(fits) == 1
     for line in sched + workers + fits:
         assert '--scheduler-file "$SCHEDULER_FILE"' in line, line

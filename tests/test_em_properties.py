@@ -2,8 +2,8 @@
 restarts, warm starts, sampling, information criteria, degenerate data."""
 
 import re
-from concurrent.futures import ProcessPoolExecutor
 import warnings
+from concurrent.futures import ProcessPoolExecutor
 
 import dask
 import dask.array as da
@@ -12,8 +12,8 @@ import pytest
 from distributed import Client, LocalCluster
 from sklearn.exceptions import ConvergenceWarning
 
-from daskem import GaussianMixture
 from conftest import make_blobs
+from daskem import GaussianMixture
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 PARAMS = ["weights_", "means_", "covariances_", "precisions_cholesky_"]

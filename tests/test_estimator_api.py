@@ -11,8 +11,8 @@ from sklearn.exceptions import ConvergenceWarning, NotFittedError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn.utils.validation import check_is_fitted
 
-from daskem import GaussianMixture
 from conftest import make_blobs
+from daskem import GaussianMixture
 
 
 # Every scikit-learn estimator check applies and passes. The one check that

@@ -17,7 +17,6 @@ import zarr
 
 from daskem.io import cache_decision, read, write_output, write_parquet, write_zarr
 
-
 # ---------------------------------------------------------------- fixtures
 
 
@@ -171,7 +170,9 @@ def test_read_zarr_file_url(tmp_path, data):
 def test_read_zarr_memory_url_with_storage_options(memfs, data):
     _, root = memfs
     options = {"skip_instance_cache": True}
-    z = zarr.create_array(f"{root}/x.zarr", shape=data.shape, chunks=(10, 3), dtype=data.dtype, storage_options=options)
+    z = zarr.create_array(
+        f"{root}/x.zarr", shape=data.shape, chunks=(10, 3), dtype=data.dtype, storage_options=options
+    )
     z[:] = data
     x = read(f"{root}/x.zarr", storage_options=options, chunks=20)
     assert x.chunks[0] == (20,) * 5
@@ -217,7 +218,8 @@ def test_read_parquet_directory_keeps_row_order(tmp_path):
 
 
 def test_read_parquet_float32_columns_stay_float32(tmp_path):
-    pd.DataFrame({"a": np.ones(4, np.float32), "b": np.zeros(4, np.float32)}).to_parquet(tmp_path / "f.parquet")
+    frame = pd.DataFrame({"a": np.ones(4, np.float32), "b": np.zeros(4, np.float32)})
+    frame.to_parquet(tmp_path / "f.parquet")
     assert read(tmp_path / "f.parquet").dtype == np.float32
 
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
-from daskem import GaussianMixture
 from conftest import make_blobs
+from daskem import GaussianMixture
 
 
 @pytest.fixture(scope="module")
