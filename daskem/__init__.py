@@ -5,6 +5,8 @@ need the per-chunk kernels, do not pay for importing scikit-learn.
 """
 
 import importlib
+import os
+from typing import Any
 
 from ._version import __version__
 
@@ -17,7 +19,7 @@ _LAZY = {
 __all__ = ["GaussianMixture", "load", "read", "select_model", "__version__"]
 
 
-def load(path):
+def load(path: "str | os.PathLike[str]") -> Any:
     """Load a model written by :meth:`GaussianMixture.save` (no pickle involved).
 
     The file names its estimator class; daskem builds that class.

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+from typing import Any
 
 import numpy as np
 
@@ -41,27 +42,29 @@ class Checkpoint:
         return len(self.state.lower_bounds)
 
 
-def checkpoint_file(directory):
+def checkpoint_file(directory: str | os.PathLike[str]) -> str:
     return os.path.join(os.fspath(directory), FILENAME)
 
 
-def has_checkpoint(directory):
+def has_checkpoint(directory: str | os.PathLike[str]) -> bool:
     return os.path.isfile(checkpoint_file(directory))
 
 
-def _put_parameters(arrays, prefix, params):
+def _put_parameters(arrays: dict[str, np.ndarray], prefix: str, params: Any) -> str:
     """Store a parameter record's fields as ``prefix.field`` arrays; returns its type's name."""
     for field in dataclasses.fields(params):
         arrays[f"{prefix}.{field.name}"] = np.asarray(getattr(params, field.name))
     return type(params).__name__
 
 
-def _get_parameters(arrays, prefix, type_name):
+def _get_parameters(arrays: dict[str, np.ndarray], prefix: str, type_name: str) -> Any:
     cls = PARAMETER_TYPES[type_name]
     return cls(**{f.name: np.array(arrays[f"{prefix}.{f.name}"]) for f in dataclasses.fields(cls)})
 
 
-def save_checkpoint(directory, state, options, data):
+def save_checkpoint(
+    directory: str | os.PathLike[str], state: FitState, options: dict, data: dict
+) -> None:
     """Write ``state`` (a FitState) with the fit ``options`` and ``data`` fingerprint.
 
     Both dicts must be JSON-serialisable; they are compared with those of the
@@ -102,7 +105,7 @@ def save_checkpoint(directory, state, options, data):
     write_npz_atomic(checkpoint_file(directory), META_KEY, meta, arrays)
 
 
-def load_checkpoint(directory):
+def load_checkpoint(directory: str | os.PathLike[str]) -> Checkpoint:
     """Read the checkpoint in ``directory``.
 
     Returns
@@ -159,7 +162,7 @@ def load_checkpoint(directory):
     return Checkpoint(state, options, data, meta)
 
 
-def differences(saved, current, prefix=""):
+def differences(saved: dict, current: dict, prefix: str = "") -> list[str]:
     """Human-readable differences between two JSON-like dicts (empty if equal)."""
     out = []
     for key in sorted(set(saved) | set(current)):
@@ -171,6 +174,6 @@ def differences(saved, current, prefix=""):
     return out
 
 
-def _show(value):
+def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."

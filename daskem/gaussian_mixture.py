@@ -9,6 +9,7 @@ initialisation and the mapping to the fitted attributes.
 
 from __future__ import annotations
 
+import os
 from numbers import Integral, Real
 from typing import Any
 
@@ -175,7 +176,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, X, y=None, sample_weight=None, algorithm=None, batch_size=None) -> GaussianMixture:
+    def fit(
+        self,
+        X: Any,
+        y: Any = None,
+        sample_weight: Any = None,
+        algorithm: str | None = None,
+        batch_size: int | None = None,
+    ) -> GaussianMixture:
         """Estimate the parameters with the EM algorithm.
 
         Parameters
@@ -203,14 +211,14 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self._online_state = result.online
         return self
 
-    def fit_predict(self, X, y=None, sample_weight=None) -> Any:
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
         """Fit, then return the most probable component of each row of X.
 
         Equal to ``fit(X).predict(X)``; lazy for Dask input.
         """
         return self.fit(X, sample_weight=sample_weight).predict(X)
 
-    def partial_fit(self, X, y=None, sample_weight=None) -> GaussianMixture:
+    def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> GaussianMixture:
         """One stepwise-EM update from a batch of rows.
 
         The first call initialises the model from this batch (with
@@ -237,7 +245,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------- predict
 
-    def score_samples(self, X) -> Any:
+    def score_samples(self, X: Any) -> Any:
         """Log-likelihood of each row of X under the model.
 
         Returns
@@ -246,20 +254,20 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         return _predict.apply_kernel(self, X, chunk_score_samples)
 
-    def score(self, X, y=None, sample_weight=None) -> float:
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Mean per-row log-likelihood of X (weighted by ``sample_weight``)."""
         total, n = _predict.total_log_likelihood(self, X, sample_weight)
         return total / n
 
-    def predict(self, X) -> Any:
+    def predict(self, X: Any) -> Any:
         """Most probable component of each row of X (int64 labels)."""
         return _predict.apply_kernel(self, X, chunk_predict, dtype=np.int64)
 
-    def predict_proba(self, X) -> Any:
+    def predict_proba(self, X: Any) -> Any:
         """Posterior probability of each component for each row of X."""
         return _predict.apply_kernel(self, X, chunk_predict_proba, n_columns=self.n_components)
 
-    def bic(self, X, sample_weight=None) -> float:
+    def bic(self, X: Any, sample_weight: Any = None) -> float:
         """Bayesian information criterion on X; lower is better.
 
         With ``sample_weight``, the log-likelihood is weighted and the sample
@@ -267,7 +275,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         return _predict.criteria(self, X, sample_weight)["bic"]
 
-    def aic(self, X, sample_weight=None) -> float:
+    def aic(self, X: Any, sample_weight: Any = None) -> float:
         """Akaike information criterion on X; lower is better."""
         return _predict.criteria(self, X, sample_weight)["aic"]
 
@@ -275,7 +283,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         # scikit-learn's name, for code written against it
         return _predict.n_parameters(self)
 
-    def sample(self, n_samples=1) -> tuple[np.ndarray, np.ndarray]:
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw samples from the fitted mixture, grouped by component.
 
         Returns
@@ -286,7 +294,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         """
         return _predict.sample(self, n_samples)
 
-    def save(self, path, **metadata) -> None:
+    def save(self, path: str | os.PathLike[str], **metadata: Any) -> None:
         """Write the fitted model to ``path`` in daskem's safe model format.
 
         No pickle is used: see :func:`daskem.load`. Extra keyword arguments

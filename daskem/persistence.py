@@ -29,6 +29,7 @@ import math
 import os
 import platform
 import zipfile
+from typing import Any
 
 import numpy as np
 
@@ -119,7 +120,10 @@ def _sha256(arr):
 # --------------------------------------------------------------------------
 
 
-def write_npz_atomic(path, meta_key, meta, arrays, fsync=True):
+def write_npz_atomic(
+    path: str | os.PathLike[str], meta_key: str, meta: dict, arrays: dict[str, np.ndarray],
+    fsync: bool = True,
+) -> None:
     """Write ``arrays`` plus the JSON ``meta`` (with an array manifest) to ``path``.
 
     The archive is written to a hidden temporary file in the same directory
@@ -162,7 +166,9 @@ def _describe_start(head):
     return "it does not start with a .npz (zip) signature"
 
 
-def read_npz(path, meta_key, kind, format_name, format_version):
+def read_npz(
+    path: str | os.PathLike[str], meta_key: str, kind: str, format_name: str, format_version: int
+) -> tuple[dict, dict[str, np.ndarray]]:
     """Read and verify an archive written by :func:`write_npz_atomic`.
 
     Returns ``(meta, arrays)``. Raises FileNotFoundError for a missing file
@@ -249,7 +255,7 @@ def _short(e):
 # --------------------------------------------------------------------------
 
 
-def save_model(estimator, path, **metadata):
+def save_model(estimator: Any, path: str | os.PathLike[str], **metadata: Any) -> None:
     """Write a fitted daskem estimator to ``path`` (a ``.npz`` file).
 
     The file is written atomically (temporary file in the same directory, then
@@ -319,12 +325,12 @@ def _json_safe(obj):
     raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON-serialisable")
 
 
-def read_model_metadata(path):
+def read_model_metadata(path: str | os.PathLike[str]) -> tuple[dict, dict[str, np.ndarray]]:
     """The JSON record and arrays of a model file, verified but not turned into a model."""
     return read_npz(path, META_KEY, "model", FORMAT, FORMAT_VERSION)
 
 
-def load_model(path):
+def load_model(path: str | os.PathLike[str]) -> Any:
     """Read a model written by :func:`save_model`; returns the fitted estimator.
 
     The estimator's class is the one named in the file (see
