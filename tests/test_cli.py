@@ -112,6 +112,15 @@ def test_fit_on_zarr(model, data):
     assert events[0]["shape"] == [3000, 3] and events[0]["options"]["n_components"] == 3
 
 
+def test_fit_reports_its_passes_over_the_data(model):
+    path, r = model
+    events = {e["event"]: e for e in map(json.loads, r.stderr.splitlines())}
+    gm = load(path)
+    # validation, k-means|| (3 passes), one per EM iteration
+    assert gm.n_passes_ == 1 + 3 + gm.n_iter_
+    assert events["converged"]["n_passes"] == events["finished"]["n_passes"] == gm.n_passes_
+
+
 @pytest.fixture(scope="module")
 def scheduler(tmp_path_factory):
     """A running cluster (in this process) for --scheduler, --scheduler-file and the env var."""

@@ -14,10 +14,11 @@ from ._errors import one_line
 
 
 def _json_number(x: Optional[float]) -> Optional[float]:
-    if x is None:
-        return None
-    x = float(x)
-    return x if math.isfinite(x) else None
+    """A float for the command line's JSON: None for inf and nan (see daskem._encoding)."""
+    # imported here: `daskem --help` loads no NumPy
+    from .._encoding import json_float
+
+    return json_float(x, nonfinite="null")
 
 
 def _json_fields(record: dict[str, Any]) -> dict[str, Any]:

@@ -234,15 +234,15 @@ def _run_fit(reporter: Reporter, data: str, out: str, params: dict[str, Any],
             f"the fit did not converge in {est.n_iter_} iteration(s) (change of the mean "
             f"log-likelihood still >= tol {params['tol']}); increase --max-iter or --tol"
         )
-        reporter.event("not_converged", message, n_iter=est.n_iter_,
+        reporter.event("not_converged", message, n_iter=est.n_iter_, n_passes=est.n_passes_,
                        lower_bound=_json_number(est.lower_bound_))
         if strict:
             raise NotConverged(message + "; no model written (--strict)")
     else:
         reporter.event(
-            "converged", f"converged after {est.n_iter_} iteration(s), lower bound "
-                         f"{_fmt(est.lower_bound_, '.6f')}",
-            n_iter=est.n_iter_, lower_bound=_json_number(est.lower_bound_),
+            "converged", f"converged after {est.n_iter_} iteration(s) ({est.n_passes_} passes over "
+                         f"the data), lower bound {_fmt(est.lower_bound_, '.6f')}",
+            n_iter=est.n_iter_, n_passes=est.n_passes_, lower_bound=_json_number(est.lower_bound_),
         )
 
     if columns is not None:
@@ -253,8 +253,8 @@ def _run_fit(reporter: Reporter, data: str, out: str, params: dict[str, Any],
     if checkpoint:
         _remove_checkpoint(checkpoint)
     reporter.event("finished", f"model written to {out} ({seconds:.1f} s)", out=out,
-                   seconds=round(seconds, 3), n_iter=est.n_iter_, converged=bool(est.converged_),
-                   lower_bound=_json_number(est.lower_bound_))
+                   seconds=round(seconds, 3), n_iter=est.n_iter_, n_passes=est.n_passes_,
+                   converged=bool(est.converged_), lower_bound=_json_number(est.lower_bound_))
     if reporter.mode in ("plain", "rich"):
         print_model_summary(est, out, terminal=_isatty(sys.stdout), n_rows=X.shape[0])
 
