@@ -12,11 +12,12 @@ from ._version import __version__
 
 _LAZY = {
     "GaussianMixture": "daskem.gaussian_mixture",
+    "BayesianGaussianMixture": "daskem.bayesian_mixture",
     "select_model": "daskem.selection",
     "read": "daskem.io",
 }
 
-__all__ = ["GaussianMixture", "load", "read", "select_model", "__version__"]
+__all__ = ["BayesianGaussianMixture", "GaussianMixture", "load", "read", "select_model", "__version__"]
 
 
 def load(path: "str | os.PathLike[str]") -> Any:

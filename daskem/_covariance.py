@@ -208,6 +208,21 @@ def covariances_from_statistics(
         return 0.5 * (cov + cov.T)
     scale = (2.0 * counts - resp_sums) / counts
     if covariance_type == "diag":
-        return second_moments / counts[:, None] - scale[:, None] * mu**2 + reg_covar
-    sq_norm = np.sum(mu**2, axis=1)
-    return (second_moments / counts - scale * sq_norm) / n_features + reg_covar
+        raw = second_moments / counts[:, None]
+        return _at_least_rounding(raw - scale[:, None] * mu**2, raw) + reg_covar
+    raw = second_moments / counts
+    variance = _at_least_rounding(raw - scale * np.sum(mu**2, axis=1), raw)
+    return variance / n_features + reg_covar
+
+
+def _at_least_rounding(variance, second_moment):
+    """Variances no smaller than the rounding error of the difference that gave them.
+
+    A component whose rows (nearly) coincide, a single row for instance, has a
+    variance far below what the difference of second moments can resolve, and
+    cancellation leaves noise of either sign there. Such variances are set to
+    that rounding error, eps times the second moment: the smallest variance
+    the arithmetic tells from zero (scikit-learn's own arithmetic lands there
+    by chance). An empty component keeps 0, so reg_covar alone decides it.
+    """
+    return np.maximum(variance, np.finfo(np.float64).eps * second_moment)

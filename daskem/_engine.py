@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import sys
 import time
 import warnings
 from collections.abc import Callable, Generator, Iterator, Mapping
@@ -302,6 +303,7 @@ def fit_steps(
     n_init = 1 if warm is not None else settings.n_init
     rng = check_random_state(settings.random_state)
     verbose = _Verbose(settings)
+    family = yield from tally.count(family.bind(data))
     best, first_init = (None, 0) if resume is None else (resume.best, resume.init)
     for init in range(first_init, n_init):
         verbose.init_begin(init)
@@ -468,7 +470,7 @@ def fitted_attributes(
     """Every fitted attribute of an estimator after a fit ending with ``result``."""
     best = result.best
     return {
-        **family.attributes(best.parameters),
+        **family.attributes(best.parameters, data.dtype),
         "converged_": best.converged,
         "n_iter_": best.n_iter,
         "lower_bound_": best.lower_bound if max_iter > 0 else -np.inf,
@@ -492,8 +494,15 @@ def set_fitted(estimator: Any, attributes: Mapping[str, Any]) -> None:
 def warn_if_not_converged(result: FitResult, max_iter: int) -> None:
     """scikit-learn's ConvergenceWarning when the best run did not converge."""
     if not result.best.converged and max_iter > 0:
-        # stacklevel: the caller of the estimator's fit
-        warnings.warn(CONVERGENCE_MESSAGE, ConvergenceWarning, stacklevel=4)
+        warnings.warn(CONVERGENCE_MESSAGE, ConvergenceWarning, stacklevel=_outside_daskem())
+
+
+def _outside_daskem() -> int:
+    """The stack level of the first caller outside daskem (where a warning should point)."""
+    level, frame = 2, sys._getframe(2)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("daskem"):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def _warm_start(
@@ -600,7 +609,7 @@ def partial_fit(
             family, settings, data.X, data.sample_weight, params, online_state, shift, tally
         )
         set_fitted(estimator, {
-            **family.attributes(params),
+            **family.attributes(params, data.dtype),
             "n_iter_": state.n_updates,
             "lower_bound_": batch_ll,
             "lower_bounds_": ([] if first else list(estimator.lower_bounds_)) + [batch_ll],

@@ -40,6 +40,11 @@ def _statistics_func(block, ctx, row_start, sample_weight):
     return chunk_statistics(block, ctx, ctx["layout"], sample_weight)[0]
 
 
+def kernel_statistics_request(kp: dict, layout: StatisticsLayout) -> PassRequest:
+    """The pass request for one E-step with the per-chunk kernel: summed statistics."""
+    return PassRequest(_statistics_func, dict(kp, layout=layout), layout.size)
+
+
 def statistics_request(
     parameters: MixtureParameters, covariance_type: str, shift: np.ndarray, dtype: np.dtype
 ) -> tuple[PassRequest, StatisticsLayout]:
@@ -49,7 +54,26 @@ def statistics_request(
         parameters.weights, parameters.means, parameters.precisions_cholesky,
         covariance_type, shift, dtype,
     )
-    return PassRequest(_statistics_func, dict(kp, layout=layout), layout.size), layout
+    return kernel_statistics_request(kp, layout), layout
+
+
+def sample_mixture(
+    weights: np.ndarray, means: np.ndarray, covariances: np.ndarray, covariance_type: str,
+    n_samples: int, rng: np.random.RandomState,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows drawn from a Gaussian mixture, grouped by component: (X, y), as scikit-learn draws."""
+    n_features = means.shape[1]
+    counts = rng.multinomial(n_samples, weights / weights.sum())
+    parts = []
+    for k, (mean, count) in enumerate(zip(means, counts, strict=True)):
+        if covariance_type in ("full", "tied"):
+            sigma = covariances[k] if covariance_type == "full" else covariances
+            parts.append(rng.multivariate_normal(mean, sigma, int(count)))
+        else:
+            scale = np.sqrt(covariances[k])
+            parts.append(mean + rng.standard_normal(size=(count, n_features)) * scale)
+    y = np.concatenate([np.full(int(c), k, dtype=np.int64) for k, c in enumerate(counts)])
+    return np.vstack(parts), y
 
 
 def m_step(
@@ -197,8 +221,8 @@ class GaussianFamily(MixtureFamily):
     def parameter_attributes(self) -> tuple[str, ...]:
         return PARAMETER_ATTRIBUTES
 
-    def attributes(self, parameters: MixtureParameters) -> dict[str, np.ndarray]:
-        return {
+    def attributes(self, parameters: MixtureParameters, dtype: Any = np.float64) -> dict[str, np.ndarray]:
+        attributes = {
             "weights_": parameters.weights,
             "means_": parameters.means,
             "covariances_": parameters.covariances,
@@ -207,10 +231,12 @@ class GaussianFamily(MixtureFamily):
                 parameters.precisions_cholesky, self.covariance_type
             ),
         }
+        return {name: np.asarray(value, dtype=dtype) for name, value in attributes.items()}
 
     def parameters_from(self, attributes: Mapping[str, Any]) -> MixtureParameters:
+        # float64 inside, whatever the attributes' dtype
         weights, means, covariances, prec_chol = (
-            np.asarray(attributes[name]) for name in PARAMETER_ATTRIBUTES
+            np.asarray(attributes[name], dtype=np.float64) for name in PARAMETER_ATTRIBUTES
         )
         if weights.ndim != 1 or means.ndim != 2 or means.shape[0] != weights.shape[0]:
             raise ValueError(f"weights {weights.shape} and means {means.shape} do not fit together")
@@ -234,17 +260,5 @@ class GaussianFamily(MixtureFamily):
         )
 
     def sample(self, parameters, n_samples, rng):
-        weights, means, covariances = parameters.weights, parameters.means, parameters.covariances
-        n_features = means.shape[1]
-        counts = rng.multinomial(n_samples, weights / weights.sum())
-        cov = self.covariance_type
-        parts = []
-        for k, (mean, count) in enumerate(zip(means, counts, strict=True)):
-            if cov in ("full", "tied"):
-                sigma = covariances[k] if cov == "full" else covariances
-                parts.append(rng.multivariate_normal(mean, sigma, int(count)))
-            else:
-                scale = np.sqrt(covariances[k])
-                parts.append(mean + rng.standard_normal(size=(count, n_features)) * scale)
-        y = np.concatenate([np.full(int(c), k, dtype=np.int64) for k, c in enumerate(counts)])
-        return np.vstack(parts), y
+        return sample_mixture(parameters.weights, parameters.means, parameters.covariances,
+                              self.covariance_type, n_samples, rng)

@@ -313,7 +313,8 @@ def _block_rows(n_feature_rows, itemsize):
 # -------------------------------------------------------------- parameters
 
 
-def kernel_parameters(weights, means, precisions_cholesky, covariance_type, shift, dtype):
+def kernel_parameters(weights, means, precisions_cholesky, covariance_type, shift, dtype,
+                      log_weights=None):
     """Precompute, once per iteration, what every chunk task needs.
 
     The result is small (K x m, with m about d(d+3)/2 at most) and enters
@@ -329,6 +330,10 @@ def kernel_parameters(weights, means, precisions_cholesky, covariance_type, shif
         The fixed centre c subtracted from every row.
     dtype : numpy dtype
         The data's dtype; the E-step products run in it.
+    log_weights : ndarray (K,), optional
+        The per-component constants to use instead of log(weights): the
+        variational mixture's expected log-weights plus its expectation
+        terms (``weights`` is then ignored).
 
     Returns
     -------
@@ -341,8 +346,10 @@ def kernel_parameters(weights, means, precisions_cholesky, covariance_type, shif
     n_components, d = means.shape
     mu = means - shift
     prec_chol = np.asarray(precisions_cholesky, dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        log_weights = np.log(np.asarray(weights, dtype=np.float64))
+    if log_weights is None:
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(np.asarray(weights, dtype=np.float64))
+    log_weights = np.asarray(log_weights, dtype=np.float64)
     const = np.broadcast_to(
         log_weights
         + log_det_cholesky(prec_chol, covariance_type, d)

@@ -45,6 +45,16 @@ class MixtureFamily(abc.ABC):
 
     n_components: int
     supports_online: bool = False
+    supports_criteria: bool = True
+
+    def bind(self, data: FitData) -> Generator:
+        """Step generator returning the family fitted to ``data``'s fixed settings.
+
+        Runs once per fit, before any initialisation (for data-dependent
+        priors, say). The default has none: no pass, the family itself.
+        """
+        return self
+        yield  # pragma: no cover - makes this function a generator
 
     @abc.abstractmethod
     def check(self, n_samples: int, n_features: int) -> None:
@@ -75,8 +85,12 @@ class MixtureFamily(abc.ABC):
         """Number of free parameters of the fitted model."""
 
     @abc.abstractmethod
-    def attributes(self, parameters: Any) -> dict[str, np.ndarray]:
-        """The estimator's fitted attributes (``weights_``, ...) for a parameter record."""
+    def attributes(self, parameters: Any, dtype: Any = np.float64) -> dict[str, np.ndarray]:
+        """The estimator's fitted attributes (``weights_``, ...) for a parameter record.
+
+        Arrays are given in ``dtype``, the data's (scikit-learn keeps float32
+        fits in float32); the record itself stays float64.
+        """
 
     @abc.abstractmethod
     def parameters_from(self, attributes: Mapping[str, Any]) -> Any:

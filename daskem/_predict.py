@@ -82,19 +82,17 @@ def criteria(estimator: Any, X: Any, sample_weight: Any = None) -> dict[str, flo
     Returns
     -------
     dict
-        ``log_likelihood`` (total, weighted with ``sample_weight``),
-        ``n_samples`` (rows, or the total weight), ``n_parameters``, and
-        ``bic`` and ``aic`` (lower is better).
+        ``log_likelihood`` (total, weighted with ``sample_weight``) and
+        ``n_samples`` (rows, or the total weight); for models where they are
+        defined (not the variational mixture), ``n_parameters``, ``bic`` and
+        ``aic`` (lower is better).
     """
     total, n = total_log_likelihood(estimator, X, sample_weight)
-    p = n_parameters(estimator)
-    return {
-        "log_likelihood": total,
-        "n_samples": n,
-        "n_parameters": p,
-        "bic": _criteria.bic(total, p, n),
-        "aic": _criteria.aic(total, p),
-    }
+    out = {"log_likelihood": total, "n_samples": n}
+    if family_of(estimator).supports_criteria:
+        p = n_parameters(estimator)
+        out.update(n_parameters=p, bic=_criteria.bic(total, p, n), aic=_criteria.aic(total, p))
+    return out
 
 
 def sample(estimator: Any, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:

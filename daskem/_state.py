@@ -26,9 +26,36 @@ class MixtureParameters:
         return (self.weights, self.means, self.covariances, self.precisions_cholesky)
 
 
+@dataclasses.dataclass
+class BayesianParameters:
+    """The variational posterior of a Bayesian Gaussian mixture, and its priors.
+
+    The names follow scikit-learn's ``BayesianGaussianMixture`` attributes.
+    ``weight_concentration`` is (K,) for the Dirichlet distribution prior and
+    (2, K), the Beta parameters stacked, for the Dirichlet process;
+    ``degrees_of_freedom`` is () for tied covariances. The priors are fixed
+    during a fit (0-d arrays for the scalar ones).
+    """
+
+    weight_concentration: np.ndarray
+    mean_precision: np.ndarray
+    means: np.ndarray
+    degrees_of_freedom: np.ndarray
+    covariances: np.ndarray
+    precisions_cholesky: np.ndarray
+    weight_concentration_prior: np.ndarray
+    mean_precision_prior: np.ndarray
+    mean_prior: np.ndarray
+    degrees_of_freedom_prior: np.ndarray
+    covariance_prior: np.ndarray
+
+
 # Parameter records by class name, for checkpoints (which store a record's
 # fields as arrays and its class name as text).
-PARAMETER_TYPES: dict[str, type] = {"MixtureParameters": MixtureParameters}
+PARAMETER_TYPES: dict[str, type] = {
+    "MixtureParameters": MixtureParameters,
+    "BayesianParameters": BayesianParameters,
+}
 
 
 @dataclasses.dataclass

@@ -226,17 +226,54 @@ def check_precisions_init(precisions, covariance_type, n_components, n_features)
         covariance_shape(covariance_type, n_components, n_features),
         "%s precision" % covariance_type,
     )
-    if covariance_type in ("full", "tied"):
-        stack = precisions if covariance_type == "full" else precisions[None]
+    _check_positive_definite(precisions[None] if covariance_type == "tied" else precisions,
+                             covariance_type)
+    return precisions.astype(np.float64)
+
+
+def check_prior_mean(mean_prior, n_features):
+    """scikit-learn's checks on a user-given ``mean_prior``; float64 result."""
+    from sklearn.utils.validation import check_array
+
+    mean_prior = check_array(mean_prior, dtype=[np.float64, np.float32], ensure_2d=False)
+    _check_shape(mean_prior, (n_features,), "means")
+    return mean_prior.astype(np.float64)
+
+
+def check_prior_covariance(covariance_prior, covariance_type, n_features):
+    """scikit-learn's checks on a user-given ``covariance_prior``; float64 result.
+
+    'full' and 'tied' take a (d, d) symmetric positive-definite matrix, 'diag'
+    d positive variances, 'spherical' one positive number.
+    """
+    from sklearn.utils.validation import check_array
+
+    if covariance_type == "spherical":
+        value = float(covariance_prior)
+        if not value > 0:
+            raise ValueError(
+                "The parameter 'spherical covariance_prior' should be greater than 0., but got %.3f."
+                % value
+            )
+        return np.asarray(value)
+    prior = check_array(covariance_prior, dtype=[np.float64, np.float32], ensure_2d=False)
+    shape = (n_features, n_features) if covariance_type in ("full", "tied") else (n_features,)
+    _check_shape(prior, shape, "%s covariance_prior" % covariance_type)
+    _check_positive_definite(prior[None] if prior.ndim == 2 else prior, covariance_type)
+    return prior.astype(np.float64)
+
+
+def _check_positive_definite(stack, covariance_type):
+    """scikit-learn's errors for matrices that are not symmetric positive-definite
+    (a (K, d, d) stack) or variances that are not positive (an array of them)."""
+    if stack.ndim == 3:
         for p in stack:
             if not (np.allclose(p, p.T) and np.all(np.linalg.eigvalsh(p) > 0.0)):
                 raise ValueError(
-                    "'%s precision' should be symmetric, positive-definite"
-                    % covariance_type
+                    "'%s precision' should be symmetric, positive-definite" % covariance_type
                 )
-    elif np.any(precisions <= 0.0):
+    elif np.any(stack <= 0.0):
         raise ValueError("'%s precision' should be positive" % covariance_type)
-    return precisions.astype(np.float64)
 
 
 def _check_shape(param, param_shape, name):

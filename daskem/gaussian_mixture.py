@@ -1,7 +1,8 @@
 """GaussianMixture: scikit-learn's estimator interface over daskem's mixture engine.
 
-The class holds the parameters and their constraints; every method hands
-off to the engine (:mod:`daskem._engine`: fitting) or to
+The class holds the parameters and their constraints; the methods it shares
+with the other estimators are in :mod:`daskem._estimator`, and every one of
+them hands off to the engine (:mod:`daskem._engine`: fitting) or to
 :mod:`daskem._predict` (applying the fitted model). The model family it
 registers (:class:`daskem._gaussian.GaussianFamily`) supplies the M-step,
 initialisation and the mapping to the fitted attributes.
@@ -9,24 +10,18 @@ initialisation and the mapping to the fitted attributes.
 
 from __future__ import annotations
 
-import os
 from numbers import Integral, Real
 from typing import Any
 
-import numpy as np
-from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
 
 from . import _covariance, _engine, _predict
+from ._estimator import MIXTURE_CONSTRAINTS, MixtureEstimator
 from ._gaussian import GaussianFamily
-from ._kernels import chunk_predict, chunk_predict_proba, chunk_score_samples
 from ._registry import register
 
-INIT_METHODS = ("k-means||", "kmeans", "k-means++", "random", "random_from_data")
 
-
-class GaussianMixture(DensityMixin, BaseEstimator):
+class GaussianMixture(MixtureEstimator):
     """Gaussian mixture fitted by EM over chunked Dask arrays.
 
     The parameters, attributes and methods are those of scikit-learn's
@@ -107,24 +102,21 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     tiny but positive, its mean moves to the centre of the data and its
     covariance to ``reg_covar * I``. No NaN is produced; with
     ``reg_covar=0`` the fit raises the ill-defined-covariance error instead.
+    A diagonal or spherical variance that cancellation leaves at or below
+    zero (a component holding a single row, for instance) is set to the
+    rounding error of its computation, so such a component fits even with
+    ``reg_covar=0``, as in scikit-learn.
+
+    Fitted arrays keep the data's dtype (float32 data give float32
+    attributes, as in scikit-learn 1.9); statistics and M-steps are float64.
     """
 
     _parameter_constraints: dict = {
-        "n_components": [Interval(Integral, 1, None, closed="left")],
+        **MIXTURE_CONSTRAINTS,
         "covariance_type": [StrOptions(set(_covariance.COVARIANCE_TYPES))],
-        "tol": [Interval(Real, 0.0, None, closed="left")],
-        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
-        "max_iter": [Interval(Integral, 0, None, closed="left")],
-        "n_init": [Interval(Integral, 1, None, closed="left")],
-        "init_params": [StrOptions(set(INIT_METHODS))],
         "weights_init": ["array-like", None],
         "means_init": ["array-like", None],
         "precisions_init": ["array-like", None],
-        "random_state": ["random_state"],
-        "warm_start": ["boolean"],
-        "verbose": ["verbose"],
-        "verbose_interval": [Interval(Integral, 1, None, closed="left")],
-        "cache": [StrOptions({"auto"}), "boolean"],
         "algorithm": [StrOptions({"batch", "online"})],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "learning_decay": [Interval(Real, 0.5, 1.0, closed="right")],
@@ -206,17 +198,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
             self.set_params(algorithm=algorithm)
         if batch_size is not None:
             self.set_params(batch_size=batch_size)
-        result = _engine.fit(self, X, sample_weight, online_state=getattr(self, "_online_state", None))
-        # running statistics of online EM, for partial_fit and warm starts
-        self._online_state = result.online
-        return self
-
-    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
-        """Fit, then return the most probable component of each row of X.
-
-        Equal to ``fit(X).predict(X)``; lazy for Dask input.
-        """
-        return self.fit(X, sample_weight=sample_weight).predict(X)
+        return super().fit(X, sample_weight=sample_weight)
 
     def partial_fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> GaussianMixture:
         """One stepwise-EM update from a batch of rows.
@@ -243,29 +225,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         )
         return self
 
-    # ------------------------------------------------------------- predict
-
-    def score_samples(self, X: Any) -> Any:
-        """Log-likelihood of each row of X under the model.
-
-        Returns
-        -------
-        ndarray or dask.array.Array of shape (n_samples,)
-        """
-        return _predict.apply_kernel(self, X, chunk_score_samples)
-
-    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
-        """Mean per-row log-likelihood of X (weighted by ``sample_weight``)."""
-        total, n = _predict.total_log_likelihood(self, X, sample_weight)
-        return total / n
-
-    def predict(self, X: Any) -> Any:
-        """Most probable component of each row of X (int64 labels)."""
-        return _predict.apply_kernel(self, X, chunk_predict, dtype=np.int64)
-
-    def predict_proba(self, X: Any) -> Any:
-        """Posterior probability of each component for each row of X."""
-        return _predict.apply_kernel(self, X, chunk_predict_proba, n_columns=self.n_components)
+    # ------------------------------------------------------------- scores
 
     def bic(self, X: Any, sample_weight: Any = None) -> float:
         """Bayesian information criterion on X; lower is better.
@@ -282,29 +242,6 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def _n_parameters(self) -> int:
         # scikit-learn's name, for code written against it
         return _predict.n_parameters(self)
-
-    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Draw samples from the fitted mixture, grouped by component.
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, n_features)
-        y : ndarray of shape (n_samples,)
-            Component of each sample.
-        """
-        return _predict.sample(self, n_samples)
-
-    def save(self, path: str | os.PathLike[str], **metadata: Any) -> None:
-        """Write the fitted model to ``path`` in daskem's safe model format.
-
-        No pickle is used: see :func:`daskem.load`. Extra keyword arguments
-        are stored as JSON metadata (for example the training data's
-        fingerprint).
-        """
-        from .persistence import save_model
-
-        check_is_fitted(self)
-        save_model(self, path, **metadata)
 
 
 register(GaussianMixture, GaussianFamily.from_params)

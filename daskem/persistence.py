@@ -294,7 +294,7 @@ def save_model(estimator: Any, path: str | os.PathLike[str], **metadata: Any) ->
         "estimator": estimator_name(type(estimator)),
         "params": params,
         "covariance_type": estimator.covariance_type,
-        "n_components": int(arrays["weights_"].shape[0]),
+        "n_components": int(arrays["means_"].shape[0]),
         "n_features_in_": int(estimator.n_features_in_),
         "fitted": fitted,
         "metadata": _json_safe(metadata),
@@ -385,7 +385,7 @@ def _model_from(meta, arrays):
         if arrays[name].dtype.kind != "f":
             raise ValueError(f"array {name!r} has dtype {arrays[name].dtype}, expected floats")
     parameters = family.parameters_from({n: np.array(arrays[n]) for n in family.parameter_attributes})
-    k = len(parameters.weights)
+    k = parameters.means.shape[0]
     if k != meta.get("n_components"):
         raise ValueError(f"{k} components in the arrays, {meta.get('n_components')} in the metadata")
     d = parameters.means.shape[1]
@@ -397,7 +397,7 @@ def _model_from(meta, arrays):
 
     fitted = meta["fitted"]
     attributes = {
-        **family.attributes(parameters),
+        **family.attributes(parameters, arrays["means_"].dtype),
         "n_features_in_": d,
         "n_iter_": int(fitted["n_iter_"]),
         "converged_": bool(fitted["converged_"]),

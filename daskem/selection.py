@@ -121,16 +121,16 @@ def select_model(
             errors.append(str(result))
             continue
         _engine.set_fitted(model, _engine.fitted_attributes(family, result, data, model.max_iter))
-        fitted.append((model, family))
+        fitted.append((model, family, result.best.parameters))
         errors.append(None)
     totals = drive(
         data.X,
-        [_log_likelihood_steps(f, _engine.fitted_parameters(m, f), data) for m, f in fitted],
+        [_log_likelihood_steps(f, parameters, data) for _, f, parameters in fitted],
         data.sample_weight,
         tally=grid_passes,
     )
     n = data.total_weight
-    rows, by_model = [], {id(m): total for (m, _), total in zip(fitted, totals, strict=True)}
+    rows, by_model = [], {id(m): total for (m, _, _), total in zip(fitted, totals, strict=True)}
     for model, family, error in zip(models, families, errors, strict=True):
         ll = by_model.get(id(model), math.nan) if error is None else math.nan
         p = family.n_parameters(data.n_features)

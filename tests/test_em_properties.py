@@ -127,12 +127,25 @@ def test_bic_and_aic_follow_their_definitions(covariance_type):
     np.testing.assert_allclose(g.aic(X), -2 * loglik + 2 * p, rtol=1e-12)
 
 
-@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
 def test_collapsed_data_without_regularisation_raises_ill_defined_error(covariance_type):
     X = np.repeat([[1.0, 2.0], [3.0, 4.0]], 10, axis=0)
     g = GaussianMixture(2, covariance_type=covariance_type, reg_covar=0, random_state=0)
     with pytest.raises(ValueError, match="ill-defined empirical covariance"):
         g.fit(da.from_array(X, chunks=7))
+
+
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_collapsed_data_without_regularisation_get_variances_at_the_rounding_level(covariance_type):
+    """A variance that cancellation leaves at zero is the rounding error of its computation
+    (as scikit-learn's arithmetic gives for a single-row component, its issue #18216)."""
+    X = np.repeat([[1.0, 2.0], [3.0, 4.0]], 10, axis=0)
+    g = GaussianMixture(2, covariance_type=covariance_type, reg_covar=0, random_state=0)
+    g.fit(da.from_array(X, chunks=7))
+    assert np.all(np.isfinite(g.covariances_)) and np.all(g.covariances_ > 0)
+    # eps times the second moment around the data mean (squared distances of about 2)
+    assert np.all(g.covariances_ <= 4 * np.finfo(float).eps * 2)
+    np.testing.assert_allclose(np.sort(g.means_, axis=0), [[1.0, 2.0], [3.0, 4.0]])
 
 
 @pytest.mark.parametrize(
@@ -181,7 +194,7 @@ def test_float32_input_fits_like_float64(covariance_type):
     X = make_blobs(3000, seed=12)
     g64 = fixed_fit(da.from_array(X, chunks=700), covariance_type, max_iter=15)
     g32 = fixed_fit(da.from_array(X.astype(np.float32), chunks=700), covariance_type, max_iter=15)
-    assert g32.means_.dtype == np.float64
+    assert g32.means_.dtype == np.float32  # the data's dtype, as in scikit-learn 1.9
     np.testing.assert_allclose(g32.lower_bound_, g64.lower_bound_, rtol=1e-5)
     np.testing.assert_allclose(g32.means_, g64.means_, atol=1e-4)
     np.testing.assert_allclose(g32.covariances_, g64.covariances_, atol=1e-4)

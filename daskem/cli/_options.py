@@ -126,6 +126,7 @@ def _dashboard_link(client: Any) -> Optional[str]:
 
 CLUSTER = "Cluster"
 OUTPUT = "Output"
+BAYESIAN = "Bayesian mixture"
 DATA_PANEL = "Data"
 
 SchedulerOpt = Annotated[Optional[str], typer.Option(
@@ -223,6 +224,11 @@ class InitParams(str, enum.Enum):
     kmeans_pp = "k-means++"
     random = "random"
     random_from_data = "random_from_data"
+
+
+class PriorType(str, enum.Enum):
+    dirichlet_process = "dirichlet_process"
+    dirichlet_distribution = "dirichlet_distribution"
 
 
 class CacheMode(str, enum.Enum):

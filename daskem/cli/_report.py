@@ -258,6 +258,11 @@ def print_model_summary(est: Any, title: str, terminal: bool = False, n_rows: Op
         + (f"; {n_rows} rows" if n_rows is not None else "")
     )
     rows = _model_rows(est)
+    if hasattr(est, "weight_concentration_"):  # a variational mixture: say what the prior kept
+        from ..bayesian_mixture import ACTIVE_WEIGHT
+
+        active = int((est.weights_ > ACTIVE_WEIGHT).sum())
+        head += f"; {active} of {est.n_components} component(s) active (weight > {ACTIVE_WEIGHT:g})"
     if terminal:
         from rich.console import Console
         from rich.table import Table

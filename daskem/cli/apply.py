@@ -145,10 +145,9 @@ def score(
         "data": data,
         "n_samples": n,
         "n_features": int(X.shape[1]),
-        "n_parameters": scores["n_parameters"],
         "mean_log_likelihood": mean,
-        "bic": scores["bic"],
-        "aic": scores["aic"],
+        # BIC and AIC where the model defines them (not for a variational mixture)
+        **{k: scores[k] for k in ("n_parameters", "bic", "aic") if k in scores},
     }
     reporter.event("finished", "scored", **_json_fields(result))
     if as_json:
@@ -156,8 +155,9 @@ def score(
     else:
         print(f"rows                 {n}")
         print(f"mean log-likelihood  {mean:.6f}")
-        print(f"BIC                  {result['bic']:.6f}")
-        print(f"AIC                  {result['aic']:.6f}")
+        if "bic" in result:
+            print(f"BIC                  {result['bic']:.6f}")
+            print(f"AIC                  {result['aic']:.6f}")
 
 
 # --------------------------------------------------------------------------
@@ -172,16 +172,21 @@ def info(
 ):
     """Describe a model file: parameters, fit, training data and versions."""
     from .._predict import n_parameters
+    from .._registry import family_of
     from ..persistence import read_model_metadata
 
     _reporter("info", False, False)
     est = load_model_file(model)
+    from ..bayesian_mixture import ACTIVE_WEIGHT
+
     with bad_input(ValueError, FileNotFoundError):
         meta, _ = read_model_metadata(model)
+    bayesian = hasattr(est, "weight_concentration_")
     description = {
         "model": model,
         "format": meta["format"],
         "format_version": meta["format_version"],
+        "estimator": type(est).__name__,
         "covariance_type": est.covariance_type,
         "n_components": int(est.n_components),
         "n_features_in": int(est.n_features_in_),
@@ -192,12 +197,16 @@ def info(
         "lower_bound": _json_number(est.lower_bound_),
         "lower_bounds": [_json_number(x) for x in est.lower_bounds_],
         "iteration_seconds": [_json_number(x) for x in est.iteration_seconds_],
-        "n_parameters": n_parameters(est),
+        # not defined for a variational mixture
+        "n_parameters": n_parameters(est) if family_of(est).supports_criteria else None,
         "n_passes": getattr(est, "n_passes_", None),
         "params": {k: v for k, v in meta["params"].items()},
         "weights": est.weights_.tolist(),
         "means": est.means_.tolist(),
         "covariances": est.covariances_.tolist(),
+        **({"weight_concentration_prior_type": est.weight_concentration_prior_type,
+            "weight_concentration_prior": est.weight_concentration_prior_,
+            "active_components": int((est.weights_ > ACTIVE_WEIGHT).sum())} if bayesian else {}),
         "metadata": meta.get("metadata", {}),
         "versions": meta.get("versions", {}),
         "created": meta.get("created"),
@@ -208,8 +217,13 @@ def info(
     print(f"model            {model}")
     print(f"format           {meta['format']} version {meta['format_version']}, "
           f"written {meta.get('created', '?')} by daskem {meta.get('versions', {}).get('daskem', '?')}")
+    if bayesian:
+        print(f"model            variational mixture, {est.weight_concentration_prior_type} prior "
+              f"(concentration {est.weight_concentration_prior_:.4g}); "
+              f"{description['active_components']} component(s) with weight > {ACTIVE_WEIGHT:g}")
     print(f"components       {est.n_components} ({est.covariance_type} covariances), "
-          f"{est.n_features_in_} feature(s), {description['n_parameters']} free parameters")
+          f"{est.n_features_in_} feature(s)"
+          + (f", {description['n_parameters']} free parameters" if not bayesian else ""))
     if description["feature_names_in"]:
         print(f"features         {', '.join(description['feature_names_in'])}")
     print(f"fit              {'converged' if est.converged_ else 'did not converge'} after "

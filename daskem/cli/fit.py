@@ -20,6 +20,7 @@ from ._data import (
 from ._errors import BadInput, NotConverged, bad_input
 from ._fitting import fit_with_progress
 from ._options import (
+    BAYESIAN,
     OUTPUT,
     CacheMode,
     CacheOpt,
@@ -33,6 +34,7 @@ from ._options import (
     LogJsonOpt,
     MaxIterOpt,
     MemoryOpt,
+    PriorType,
     ProcessesOpt,
     QuietOpt,
     RegCovarOpt,
@@ -93,6 +95,17 @@ def fit(
     random_state: Annotated[Optional[int], typer.Option(
         "--random-state", min=0, max=2**32 - 1, help="Seed, for reproducible fits.")] = None,
     reg_covar: RegCovarOpt = 1e-6,
+    bayesian: Annotated[bool, typer.Option(
+        "--bayesian", help="Fit scikit-learn's BayesianGaussianMixture (variational inference): "
+                           "the prior switches off the components the data do not need.",
+        rich_help_panel=BAYESIAN)] = False,
+    weight_concentration_prior_type: Annotated[PriorType, typer.Option(
+        "--weight-concentration-prior-type", help="Prior on the weights (with --bayesian).",
+        rich_help_panel=BAYESIAN)] = PriorType.dirichlet_process,
+    weight_concentration_prior: Annotated[Optional[float], typer.Option(
+        "--weight-concentration-prior", metavar="GAMMA",
+        help="Concentration of the weights' prior (with --bayesian; default 1/K). Small values "
+             "switch more components off.", rich_help_panel=BAYESIAN)] = None,
     columns: ColumnsOpt = None,
     chunks: ChunksOpt = None,
     weight_column: WeightColumnOpt = None,
@@ -142,6 +155,11 @@ def fit(
         init_params=init_params.value,
         random_state=random_state,
     )
+    if bayesian:
+        params.update(weight_concentration_prior_type=weight_concentration_prior_type.value,
+                      weight_concentration_prior=weight_concentration_prior)
+    elif weight_concentration_prior is not None:
+        raise BadInput("--weight-concentration-prior needs --bayesian")
     _run_fit(reporter, data, out, params, parse_columns(columns), chunks, cache_value(cache),
              checkpoint, resume, strict, overwrite, cluster, (weight_column, weights))
 
@@ -177,9 +195,12 @@ def _run_fit(reporter: Reporter, data: str, out: str, params: dict[str, Any],
         fingerprint["weights"] = weight_options[0] or _normalise_source(weight_options[1])
 
     # imported only now: scikit-learn is slow to import, and bad data fail faster without it
-    from ..gaussian_mixture import GaussianMixture
+    if "weight_concentration_prior_type" in params:
+        from ..bayesian_mixture import BayesianGaussianMixture as Estimator
+    else:
+        from ..gaussian_mixture import GaussianMixture as Estimator
 
-    est = GaussianMixture(**params, cache=cache)
+    est = Estimator(**params, cache=cache)
     with bad_input(ValueError, TypeError):
         est._validate_params()
 
@@ -203,7 +224,8 @@ def _run_fit(reporter: Reporter, data: str, out: str, params: dict[str, Any],
 
     reporter.event(
         "start",
-        f"fitting {params['n_components']} {params['covariance_type']} component(s) to {data} "
+        f"fitting {params['n_components']} {params['covariance_type']} component(s)"
+        + (" (variational)" if "weight_concentration_prior_type" in params else "") + f" to {data} "
         f"({X.shape[0]} rows x {X.shape[1]} features, {X.dtype}, {len(X.chunks[0])} chunk(s))",
         data=fingerprint["source"], shape=list(X.shape), dtype=str(X.dtype),
         chunks=len(X.chunks[0]), options=params, out=out, checkpoint=checkpoint,
@@ -231,8 +253,8 @@ def _run_fit(reporter: Reporter, data: str, out: str, params: dict[str, Any],
 
     if params["max_iter"] > 0 and not est.converged_:
         message = (
-            f"the fit did not converge in {est.n_iter_} iteration(s) (change of the mean "
-            f"log-likelihood still >= tol {params['tol']}); increase --max-iter or --tol"
+            f"the fit did not converge in {est.n_iter_} iteration(s) (change of the lower bound "
+            f"still >= tol {params['tol']}); increase --max-iter or --tol"
         )
         reporter.event("not_converged", message, n_iter=est.n_iter_, n_passes=est.n_passes_,
                        lower_bound=_json_number(est.lower_bound_))
