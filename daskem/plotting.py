@@ -72,6 +72,10 @@ def _ellipse(ax, mean, cov, color, n_sigma=2.0):
     ax.add_patch(Ellipse(mean, width, height, angle=angle, fill=False, lw=2, color=color))
 
 
+# components of smaller weight are not drawn (a variational mixture's switched-off ones)
+_SHOWN_WEIGHT = 1e-3
+
+
 def plot_model(est, sample=None, features=None, pca=False, title=None, n_sigma=2.0):
     """A figure: the fit's lower bound per iteration, and the components over the data.
 
@@ -103,7 +107,9 @@ def plot_model(est, sample=None, features=None, pca=False, title=None, n_sigma=2
     if len(bounds):
         ax_curve.plot(np.arange(1, len(bounds) + 1), bounds, marker="o", ms=3)
         ax_curve.set_xlabel("iteration")
-        ax_curve.set_ylabel("mean log-likelihood")
+        # a variational mixture's bound is scikit-learn's total ELBO, not a mean log-likelihood
+        bayesian = hasattr(est, "weight_concentration_")
+        ax_curve.set_ylabel("variational lower bound" if bayesian else "mean log-likelihood")
         status = "converged" if est.converged_ else "not converged"
         ax_curve.set_title(f"convergence ({status}, {len(bounds)} iterations)")
         ax_curve.grid(alpha=0.3)
@@ -126,9 +132,11 @@ def plot_model(est, sample=None, features=None, pca=False, title=None, n_sigma=2
         pts = sample @ W
         ax_data.scatter(pts[:, 0], pts[:, 1], s=3, alpha=0.35, c=[colors[k] for k in labels_k],
                         linewidths=0, rasterized=True)
-    for k in range(est.n_components):
+    # components a prior switched off (variational mixtures) are left out
+    shown = [k for k in range(est.n_components) if est.weights_[k] > _SHOWN_WEIGHT]
+    for k in shown:
         _ellipse(ax_data, means2[k], W.T @ covs[k] @ W, colors[k], n_sigma)
-    ax_data.scatter(means2[:, 0], means2[:, 1], marker="x", s=60, c="black", zorder=3)
+    ax_data.scatter(means2[shown, 0], means2[shown, 1], marker="x", s=60, c="black", zorder=3)
     if sample is None or not len(sample):
         spread = np.sqrt(np.max([np.diag(W.T @ c @ W) for c in covs], axis=0))
         lo = means2.min(axis=0) - 3 * spread
@@ -137,7 +145,9 @@ def plot_model(est, sample=None, features=None, pca=False, title=None, n_sigma=2
         ax_data.set_ylim(lo[1], hi[1])
     ax_data.set_xlabel(labels[0])
     ax_data.set_ylabel(labels[1])
-    ax_data.set_title(f"{est.n_components} {est.covariance_type} components ({n_sigma:g}-sigma ellipses)")
+    what = (f"{len(shown)} of {est.n_components}" if len(shown) < est.n_components
+            else f"{est.n_components}")
+    ax_data.set_title(f"{what} {est.covariance_type} components ({n_sigma:g}-sigma ellipses)")
     ax_data.grid(alpha=0.3)
     return fig
 
