@@ -39,7 +39,8 @@ class Checkpoint:
 
     @property
     def n_iter(self):
-        return len(self.state.lower_bounds)
+        """EM steps (passes) done by the current initialisation."""
+        return len(self.state.seconds)
 
 
 def checkpoint_file(directory: str | os.PathLike[str]) -> str:
@@ -91,12 +92,13 @@ def save_checkpoint(
         "data": data,
         "state": {
             "init": int(state.init),
-            "n_iter": len(state.lower_bounds),
+            "n_iter": len(state.seconds),
             "converged": bool(state.converged),
             "rng": rng,
             "best": best,
             "n_passes": int(state.n_passes),
             "parameters_type": parameters_type,
+            "step_bound": float(state.step_bound),
         },
         "versions": versions(),
         "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
@@ -128,7 +130,8 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> Checkpoint:
         parameters_type = s.get("parameters_type", "MixtureParameters")
         lower_bounds = [float(x) for x in arrays["lower_bounds"]]
         seconds = [float(x) for x in arrays["seconds"]]
-        if len(lower_bounds) != s["n_iter"] or len(seconds) != len(lower_bounds):
+        # accelerated EM records one time per pass and only the accepted bounds
+        if len(seconds) != s["n_iter"] or len(lower_bounds) > len(seconds):
             raise ValueError("iteration history does not match its count")
         best = None
         if s["best"] is not None:
@@ -150,6 +153,7 @@ def load_checkpoint(directory: str | os.PathLike[str]) -> Checkpoint:
             converged=bool(s["converged"]),
             best=best,
             n_passes=int(s.get("n_passes", 0)),
+            step_bound=float(s.get("step_bound", 1.0)),
         )
         options, data = meta["options"], meta["data"]
         if not isinstance(options, dict) or not isinstance(data, dict):

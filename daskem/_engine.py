@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import sys
+import inspect
 import time
 import warnings
 from collections.abc import Callable, Generator, Iterator, Mapping
@@ -33,7 +33,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import validate_data
 
 from . import _online
-from ._cluster import check_workers
+from ._acceleration import CheckpointHook, squarem_steps
+from ._cluster import check_workers, no_workers_watch
 from ._model import MixtureFamily
 from ._passes import PassTally, drive
 from ._registry import family_of
@@ -78,6 +79,8 @@ class FitSettings:
     batch_size: int | None = None
     learning_decay: float = 0.51
     learning_offset: float = 1.0
+    acceleration: str | None = None
+    no_workers_timeout: float | None = None
 
     @classmethod
     def from_params(cls, params: Mapping[str, Any]) -> FitSettings:
@@ -216,6 +219,8 @@ def em_steps(
     lower_bound: float = -np.inf,
     history: tuple[list[float], list[float]] | None = None,
     on_iteration: IterationHook | None = None,
+    on_checkpoint: CheckpointHook | None = None,
+    step_bound: float = 1.0,
 ) -> Generator[Any, Any, RunResult]:
     """EM from ``parameters`` until the lower bound settles.
 
@@ -240,6 +245,11 @@ def em_steps(
         checkpointed run): counting continues after them, up to max_iter.
     on_iteration : callable, optional
         See :data:`IterationHook`.
+    on_checkpoint : callable, optional
+        After every iteration, with what resuming needs (see
+        :data:`daskem._acceleration.CheckpointHook`).
+    step_bound : float
+        Unused by plain EM (the accelerated runs' state).
 
     Returns
     -------
@@ -247,8 +257,8 @@ def em_steps(
     """
     lower_bounds, seconds = ([], []) if history is None else (list(history[0]), list(history[1]))
     converged = False
-    n_iter = len(lower_bounds)
-    for n_iter in range(len(lower_bounds) + 1, max_iter + 1):
+    n_iter = len(seconds)
+    for n_iter in range(len(seconds) + 1, max_iter + 1):
         start = time.perf_counter()
         prev = lower_bound
         request, layout = family.statistics_request(parameters, data.shift, data.dtype)
@@ -257,10 +267,12 @@ def em_steps(
         lower_bounds.append(lower_bound)
         seconds.append(time.perf_counter() - start)
         change = lower_bound - prev
+        converged = has_converged(change, tol)
         if on_iteration is not None:
             on_iteration(n_iter, lower_bound, change, parameters, seconds[-1])
-        if has_converged(change, tol):
-            converged = True
+        if on_checkpoint is not None:
+            on_checkpoint(parameters, lower_bound, list(lower_bounds), list(seconds), converged, 1.0)
+        if converged:
             break
     return RunResult(parameters, lower_bound, lower_bounds, n_iter, converged, seconds)
 
@@ -328,13 +340,16 @@ def fit_steps(
             continue
         if resuming and resume.converged:
             result = RunResult(params, lower_bound, list(resume.lower_bounds),
-                               len(resume.lower_bounds), True, list(resume.seconds))
+                               len(resume.seconds), True, list(resume.seconds))
         else:
-            result = yield from tally.count(em_steps(
+            run = em_steps if settings.acceleration is None else squarem_steps
+            extra = {} if settings.acceleration is None else {"converged": has_converged}
+            result = yield from tally.count(run(
                 family, params, data, tol=settings.tol, max_iter=settings.max_iter,
                 lower_bound=lower_bound, history=history,
-                on_iteration=_iteration_hook(verbose, start, settings.tol, tally, state,
-                                             on_iteration, on_state),
+                step_bound=resume.step_bound if resuming else 1.0,
+                on_iteration=_progress_hook(verbose, start, on_iteration),
+                on_checkpoint=_checkpoint_hook(state, tally, on_state), **extra,
             ))
         verbose.init_end(result.lower_bound, result.converged, start)
         if is_better(result, best):
@@ -342,21 +357,24 @@ def fit_steps(
     return FitResult(best, tally.passes)
 
 
-def _iteration_hook(
-    verbose: _Verbose, start: float, tol: float, tally: PassTally, state: FitState,
-    on_iteration: IterationHook | None, on_state: StateHook | None,
-) -> IterationHook:
+def _progress_hook(verbose: _Verbose, start: float, on_iteration: IterationHook | None) -> IterationHook:
     def hook(n_iter, lower_bound, change, params, seconds):
         verbose.iteration(n_iter, change, start)
         if on_iteration is not None:
             on_iteration(n_iter, lower_bound, change, params, seconds)
-        if on_state is not None:
-            state.parameters, state.lower_bound = params, lower_bound
-            state.lower_bounds.append(lower_bound)
-            state.seconds.append(seconds)
-            state.converged = has_converged(change, tol)
-            state.n_passes = tally.passes
-            on_state(state)
+    return hook
+
+
+def _checkpoint_hook(state: FitState, tally: PassTally, on_state: StateHook | None):
+    if on_state is None:
+        return None
+
+    def hook(params, lower_bound, lower_bounds, seconds, converged, step_bound):
+        state.parameters, state.lower_bound = params, lower_bound
+        state.lower_bounds, state.seconds = lower_bounds, seconds
+        state.converged, state.step_bound = converged, step_bound
+        state.n_passes = tally.passes
+        on_state(state)
     return hook
 
 
@@ -499,7 +517,7 @@ def warn_if_not_converged(result: FitResult, max_iter: int) -> None:
 
 def _outside_daskem() -> int:
     """The stack level of the first caller outside daskem (where a warning should point)."""
-    level, frame = 2, sys._getframe(2)
+    level, frame = 2, inspect.currentframe().f_back.f_back
     while frame is not None and frame.f_globals.get("__name__", "").startswith("daskem"):
         level, frame = level + 1, frame.f_back
     return level
@@ -552,7 +570,7 @@ def fit(
     estimator._validate_params()
     family = family_of(estimator)
     settings = FitSettings.from_params(estimator.get_params(deep=False))
-    with rollback_on_failure(estimator):
+    with rollback_on_failure(estimator), no_workers_watch(settings.no_workers_timeout):
         warm = _warm_start(estimator, family, settings, online_state)
         data = prepare_data(estimator, X, sample_weight, family, settings.cache)
         tally = new_tally(data, resume)
@@ -585,7 +603,7 @@ def partial_fit(
     settings = FitSettings.from_params(estimator.get_params(deep=False))
     if not family.supports_online:
         raise ValueError(f"{type(estimator).__name__} does not support partial_fit")
-    with rollback_on_failure(estimator):
+    with rollback_on_failure(estimator), no_workers_watch(settings.no_workers_timeout):
         first = not hasattr(estimator, "means_")
         if first:
             data = prepare_data(estimator, X, sample_weight, family, settings.cache)

@@ -251,6 +251,46 @@ class GaussianFamily(MixtureFamily):
                 )
         return MixtureParameters(weights, means, covariances, prec_chol)
 
+    def to_unconstrained(self, parameters: MixtureParameters) -> np.ndarray:
+        """log weights, means, and the covariances' Cholesky factors with log diagonals."""
+        cov = np.asarray(parameters.covariances, dtype=np.float64)
+        if self.covariance_type in ("full", "tied"):
+            stack = cov if self.covariance_type == "full" else cov[None]
+            chol = np.linalg.cholesky(stack)
+            d = chol.shape[-1]
+            diag = np.arange(d)
+            chol[:, diag, diag] = np.log(chol[:, diag, diag])
+            rows, cols = np.tril_indices(d)
+            scale = chol[:, rows, cols].ravel()
+        else:
+            scale = np.log(cov).ravel()
+        return np.concatenate([np.log(parameters.weights), np.ravel(parameters.means), scale])
+
+    def from_unconstrained(self, vector: np.ndarray, like: MixtureParameters) -> MixtureParameters:
+        k, d = like.means.shape
+        log_weights, rest = vector[:k], vector[k:]
+        weights = np.exp(log_weights - log_weights.max())
+        weights /= weights.sum()
+        means, scale = rest[: k * d].reshape(k, d), rest[k * d :]
+        with np.errstate(over="raise", invalid="raise"):
+            try:
+                if self.covariance_type in ("full", "tied"):
+                    n = 1 if self.covariance_type == "tied" else k
+                    chol = np.zeros((n, d, d))
+                    rows, cols = np.tril_indices(d)
+                    chol[:, rows, cols] = scale.reshape(n, -1)
+                    diag = np.arange(d)
+                    chol[:, diag, diag] = np.exp(chol[:, diag, diag])
+                    cov = chol @ np.swapaxes(chol, 1, 2)
+                    cov = cov if self.covariance_type == "full" else cov[0]
+                else:
+                    cov = np.exp(scale).reshape(np.shape(like.covariances))
+            except FloatingPointError:
+                raise ValueError("extrapolated covariances overflow") from None
+        if not (np.all(np.isfinite(means)) and np.all(np.isfinite(weights))):
+            raise ValueError("extrapolated parameters are not finite")
+        return MixtureParameters(weights, means, cov, precision_cholesky(cov, self.covariance_type))
+
     def kernel_parameters(self, parameters: MixtureParameters, dtype: np.dtype) -> dict:
         # the mixture's mean is a good fixed centre for data it was fitted on
         shift = parameters.weights @ parameters.means / np.sum(parameters.weights)

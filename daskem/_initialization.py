@@ -21,9 +21,15 @@ from ._passes import PassRequest, RowsRequest
 
 # k-means|| (Bahmani et al. 2012): rounds of D^2 sampling, each one pass.
 KMEANS_PARALLEL_ROUNDS = 2
-# Lloyd iterations on the full data for init_params='kmeans' (as KMeans).
+# Lloyd iterations on the full data for init_params='kmeans' (as KMeans), and
+# the few that refine k-means|| centres before the first EM iteration.
 LLOYD_MAX_ITER = 300
 LLOYD_TOL = 1e-4
+KMEANS_PARALLEL_LLOYD = 3
+# k-means restarts of the in-memory clustering of the k-means|| candidates
+CANDIDATE_RESTARTS = 10
+# rows assigned to centres at a time
+_ASSIGN_ROWS = 8192
 
 
 def row_uniforms(seed, start, n_rows, n_cols=1):
@@ -91,7 +97,7 @@ def _hard_statistics_func(block, ctx, row_start, sample_weight):
     layout = ctx["layout"]
     out = np.zeros(layout.size)
     z = np.asarray(block, dtype=np.float64) - ctx["shift"]
-    step = 8192
+    step = _ASSIGN_ROWS
     for s in range(0, len(z), step):
         zb = z[s : s + step]
         labels = _sq_distances(zb, ctx["centres"]).argmin(axis=1)
@@ -113,24 +119,6 @@ def hard_statistics_steps(shift, centres, covariance_type):
     return stats, layout
 
 
-def _select(stats, layout, keep):
-    """Statistics of the components ``keep`` (a boolean mask) only."""
-    n, s1, s2, loglik, n_rows = layout.unpack(stats)
-    kept = StatisticsLayout(layout.covariance_type, int(keep.sum()), layout.n_features)
-    s2 = s2 if layout.covariance_type == "tied" else s2[keep]
-    return kept.pack_from_second_moments(n[keep], s1[keep], s2, loglik, n_rows), kept
-
-
-def _merge_candidates(stats, layout, labels, n_components):
-    """Statistics of K clusters from those of the candidates assigned to them."""
-    n, s1, s2, _, n_rows = layout.unpack(stats)
-    assign = np.zeros((n_components, len(labels)))
-    assign[labels, np.arange(len(labels))] = 1.0
-    merged = StatisticsLayout(layout.covariance_type, n_components, layout.n_features)
-    s2 = s2 if layout.covariance_type == "tied" else np.tensordot(assign, s2, axes=1)
-    return merged.pack_from_second_moments(assign @ n, assign @ s1, s2, 0.0, n_rows), merged
-
-
 def _first_centre_steps(n_samples, shift, rng, weighted):
     """Step generator: a seed for later draws and one uniformly chosen row.
 
@@ -146,62 +134,110 @@ def _first_centre_steps(n_samples, shift, rng, weighted):
     return seed, centre
 
 
-def kmeans_parallel_steps(n_samples, shift, n_components, covariance_type, rng, weighted,
-                          rounds=KMEANS_PARALLEL_ROUNDS):
-    """Step generator: k-means|| clusters and their hard-assignment statistics.
+def _centre_sums_func(block, ctx, row_start, sample_weight):
+    """Rows assigned to their nearest centre: [counts (K), sums (K d), sum of w |z|^2] of a chunk.
 
-    One row chosen uniformly (by weight, with sample weights), then
-    ``rounds`` passes that each add 2 * n_components rows sampled by D^2,
-    then one pass that assigns every row to its nearest candidate and
-    gathers per-candidate statistics. The candidates are clustered in memory
-    by weighted k-means and their statistics added up per cluster, so no
-    further pass is needed.
+    Counts and sums only: a Lloyd pass needs no second moments, so it costs a
+    small fraction of an EM pass.
+    """
+    centres = ctx["centres"]
+    k, d = centres.shape
+    z = np.asarray(block, dtype=np.float64) - ctx["shift"]
+    counts, sums, squares = np.zeros(k), np.zeros((k, d)), 0.0
+    for s in range(0, len(z), _ASSIGN_ROWS):
+        zb = z[s : s + _ASSIGN_ROWS]
+        w = np.ones(len(zb)) if sample_weight is None else sample_weight[s : s + _ASSIGN_ROWS]
+        labels = _sq_distances(zb, centres).argmin(axis=1)
+        onehot = sp.csr_matrix((w, (labels, np.arange(len(zb)))), shape=(k, len(zb)))
+        counts += np.bincount(labels, weights=w, minlength=k)
+        sums += onehot @ zb
+        squares += float(w @ np.einsum("nd,nd->n", zb, zb))
+    return np.concatenate([counts, sums.ravel(), [squares]])
+
+
+def centre_sums_steps(shift, centres):
+    """Step generator: counts and sums of the rows nearest to each centre (one pass).
 
     Returns
     -------
-    stats : ndarray
-        Summed statistics of the K clusters.
-    layout : StatisticsLayout
+    counts : ndarray (K,)
+    sums : ndarray (K, d)
+        Sums of the shifted rows.
+    variance : float
+        The data's mean variance over features (scikit-learn's scale for
+        its k-means tolerance).
+    """
+    k, d = centres.shape
+    ctx = {"shift": shift, "centres": centres}
+    out = yield PassRequest(_centre_sums_func, ctx, k + k * d + 1)
+    counts, sums = out[:k], out[k : k + k * d].reshape(k, d)
+    total = counts.sum()
+    mean = sums.sum(axis=0) / total
+    variance = float(out[-1] / total / d - np.sum(mean**2) / d)
+    return counts, sums, variance
+
+
+def _means(counts, sums, previous):
+    """Cluster means; an empty cluster keeps its previous centre."""
+    return np.where(counts[:, None] > 0, sums / np.maximum(counts, 1e-300)[:, None], previous)
+
+
+def kmeans_parallel_steps(n_samples, shift, n_components, rng, weighted, rounds=KMEANS_PARALLEL_ROUNDS):
+    """Step generator: K centres by k-means|| (Bahmani et al. 2012).
+
+    One row chosen uniformly (by weight, with sample weights), then
+    ``rounds`` passes that each add 2 * n_components rows sampled by D^2,
+    then one pass that counts the rows nearest to each candidate and sums
+    them. The candidates are clustered in memory by weighted k-means (with
+    restarts: they are few) and each cluster's centre is the mean of the
+    rows its candidates gathered, so no further pass is needed.
+
+    Returns
+    -------
     centres : ndarray (K, d)
-        Shifted cluster centres.
+        Shifted centres.
+    variance : float
+        The data's mean variance over features.
     """
     seed, candidates = yield from _first_centre_steps(n_samples, shift, rng, weighted)
     for r in range(rounds):
         new = yield from d2_sample_steps(shift, candidates, 2 * n_components, seed + r + 1)
         candidates = np.vstack([candidates, new])
-    stats, layout = yield from hard_statistics_steps(shift, candidates, covariance_type)
-    keep = layout.unpack(stats)[0] > 0
-    stats, layout = _select(stats, layout, keep)
-    counts = layout.unpack(stats)[0]
-    if layout.n_components <= n_components:
-        labels = np.arange(layout.n_components)
+    counts, sums, variance = yield from centre_sums_steps(shift, candidates)
+    keep = counts > 0
+    counts, sums, candidates = counts[keep], sums[keep], candidates[keep]
+    if len(candidates) <= n_components:
+        # too few distinct candidates: the clusters left over start empty, on the first one
+        labels = np.arange(len(candidates))
+        fallback = np.repeat(candidates[:1], n_components, axis=0)
     else:
         from sklearn.cluster import KMeans  # here: Dask workers need not import scikit-learn
 
-        km = KMeans(n_clusters=n_components, n_init=1, random_state=rng.randint(2**31 - 1))
-        labels = km.fit(candidates[keep], sample_weight=counts).labels_
-    stats, layout = _merge_candidates(stats, layout, labels, n_components)
-    n, s1 = layout.unpack(stats)[:2]
-    return stats, layout, s1 / np.maximum(n, 1e-300)[:, None]
+        km = KMeans(n_clusters=n_components, n_init=CANDIDATE_RESTARTS,
+                    random_state=rng.randint(2**31 - 1))
+        labels = km.fit(candidates, sample_weight=counts).labels_
+        fallback = km.cluster_centers_
+    assign = np.zeros((n_components, len(candidates)))
+    assign[labels, np.arange(len(candidates))] = 1.0
+    return _means(assign @ counts, assign @ sums, fallback), variance
 
 
-def lloyd_steps(shift, centres, covariance_type, max_iter=LLOYD_MAX_ITER, tol=LLOYD_TOL):
-    """Step generator: Lloyd iterations on the full data, one pass each.
+def lloyd_steps(shift, centres, variance, max_iter=LLOYD_MAX_ITER, tol=LLOYD_TOL):
+    """Step generator: Lloyd iterations on the full data, counts and sums only, one pass each.
 
-    Stops when the squared centre shift is below ``tol`` times the mean
-    spread of the centres (an estimate of scikit-learn's data-variance
-    scale); returns the last pass's hard statistics.
+    Stops as scikit-learn's KMeans does: when the centres' total squared
+    shift is at most ``tol`` times the data's mean variance. Returns the
+    centres.
     """
-    threshold = tol * (float(np.mean(np.var(centres, axis=0))) or 1.0)
+    threshold = tol * (variance if variance > 0 else 1.0)
     for _ in range(max_iter):
-        stats, layout = yield from hard_statistics_steps(shift, centres, covariance_type)
-        n, s1 = layout.unpack(stats)[:2]
-        new = np.where(n[:, None] > 0, s1 / np.maximum(n, 1e-300)[:, None], centres)
-        moved = np.sum((new - centres) ** 2)
+        counts, sums, _ = yield from centre_sums_steps(shift, centres)
+        new = _means(counts, sums, centres)
+        moved = float(np.sum((new - centres) ** 2))
         centres = new
         if moved <= threshold:
             break
-    return stats, layout
+    return centres
 
 
 def _random_resp_func(block, ctx, row_start, sample_weight):
@@ -255,11 +291,11 @@ def initial_statistics_steps(method, data, n_components, covariance_type, rng):
     n_samples = data.X.shape[0]
     shift, weighted = data.shift, data.sample_weight is not None
     if method in ("k-means||", "kmeans"):
-        stats, layout, centres = yield from kmeans_parallel_steps(
-            n_samples, shift, n_components, covariance_type, rng, weighted
-        )
-        if method == "kmeans":
-            stats, layout = yield from lloyd_steps(shift, centres, covariance_type)
+        centres, variance = yield from kmeans_parallel_steps(n_samples, shift, n_components, rng, weighted)
+        max_iter = LLOYD_MAX_ITER if method == "kmeans" else KMEANS_PARALLEL_LLOYD
+        centres = yield from lloyd_steps(shift, centres, variance, max_iter=max_iter)
+        # the second moments only now, for the M-step of the final assignment
+        stats, layout = yield from hard_statistics_steps(shift, centres, covariance_type)
     elif method == "random":
         layout = StatisticsLayout(covariance_type, n_components, len(shift))
         seed = int(rng.randint(np.iinfo(np.int64).max))

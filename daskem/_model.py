@@ -111,6 +111,27 @@ class MixtureFamily(abc.ABC):
     def kernel_parameters(self, parameters: Any, dtype: np.dtype) -> dict:
         """What the per-chunk prediction kernels need (see :func:`daskem._kernels.kernel_parameters`)."""
 
+    def to_unconstrained(self, parameters: Any) -> np.ndarray:
+        """The parameters as one vector of unconstrained coordinates (for accelerated EM).
+
+        Raises
+        ------
+        ValueError
+            If the family does not support acceleration.
+        """
+        raise ValueError(f"{type(self).__name__} does not support accelerated EM")
+
+    def from_unconstrained(self, vector: np.ndarray, like: Any) -> Any:
+        """The parameter record of a vector from :meth:`to_unconstrained` (shapes as ``like``).
+
+        Raises
+        ------
+        ValueError
+            If the vector does not make a valid model (a covariance that is
+            not positive definite, say).
+        """
+        raise ValueError(f"{type(self).__name__} does not support accelerated EM")
+
     @abc.abstractmethod
     def sample(
         self, parameters: Any, n_samples: int, rng: np.random.RandomState

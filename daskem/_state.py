@@ -105,6 +105,13 @@ class FitState:
         Best finished initialisation so far.
     n_passes : int
         Passes over the data so far, the validation pass included.
+    step_bound : float
+        Accelerated EM's step bound for the cycle that starts here (1 for
+        plain EM).
+
+    With accelerated EM, ``lower_bounds`` holds the accepted bounds and
+    ``seconds`` one entry per pass, so it is the longer; the number of EM
+    steps is ``len(seconds)``.
     """
 
     init: int
@@ -116,6 +123,7 @@ class FitState:
     converged: bool
     best: RunResult | None
     n_passes: int = 0
+    step_bound: float = 1.0
 
 
 @dataclasses.dataclass

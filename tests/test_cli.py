@@ -116,8 +116,8 @@ def test_fit_reports_its_passes_over_the_data(model):
     path, r = model
     events = {e["event"]: e for e in map(json.loads, r.stderr.splitlines())}
     gm = load(path)
-    # validation, k-means|| (3 passes), one per EM iteration
-    assert gm.n_passes_ == 1 + 3 + gm.n_iter_
+    # validation, k-means|| (5 to 7 passes), one per EM iteration
+    assert 1 + 5 + gm.n_iter_ <= gm.n_passes_ <= 1 + 7 + gm.n_iter_
     assert events["converged"]["n_passes"] == events["finished"]["n_passes"] == gm.n_passes_
 
 

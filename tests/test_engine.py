@@ -194,8 +194,9 @@ def test_a_fit_reports_the_passes_it_made_over_the_data():
     with dask.config.set(scheduler="threads"), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         gm = GaussianMixture(3, random_state=0, cache=False).fit(reads.array)
-    # validation, k-means|| (2 sampling rounds + 1 statistics pass), one per EM iteration
-    assert gm.n_passes_ == 1 + 3 + gm.n_iter_
+    # validation, k-means|| (2 sampling rounds, 1 candidate pass, 1 to 3 Lloyd passes,
+    # the final statistics), one per EM iteration
+    assert 1 + 5 + gm.n_iter_ <= gm.n_passes_ <= 1 + 7 + gm.n_iter_
     per_chunk = np.array([reads.counts[c] for c in range(4)])
     # the first k-means|| centre is fetched from its own chunk: one read more there
     assert np.all(per_chunk >= gm.n_passes_) and np.all(per_chunk <= gm.n_passes_ + 1)
@@ -210,9 +211,10 @@ def test_select_model_reports_the_passes_of_the_whole_grid():
     per_chunk = np.array([reads.counts[c] for c in range(4)])
     assert np.all(per_chunk >= table.attrs["n_passes"])
     assert np.all(per_chunk <= table.attrs["n_passes"] + 1)
-    # each candidate reports the passes it would make alone; the grid made far fewer in all
-    np.testing.assert_array_equal(table.n_passes, 1 + 3 + table.n_iter)
-    assert table.attrs["n_passes"] == 1 + 3 + table.n_iter.max() + 1
+    # each candidate reports the passes it would make alone (validation, 5 to 7 for
+    # k-means||, its EM iterations); the grid: its longest candidate's, and one scoring pass
+    assert np.all(table.n_passes - 1 - table.n_iter >= 5) and np.all(table.n_passes - 1 - table.n_iter <= 7)
+    assert table.attrs["n_passes"] == table.n_passes.max() + 1
 
 
 def test_online_passes_count_rows_read():
@@ -221,6 +223,6 @@ def test_online_passes_count_rows_read():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         gm.fit(da.from_array(X, chunks=300))
-    # validation (1) + k-means|| on one batch (3 passes over a quarter of the rows: 0.75)
+    # validation (1) + k-means|| on one batch (5 to 7 passes over a quarter of the rows)
     # + 2 epochs, rounded up
-    assert gm.n_passes_ == 4
+    assert gm.n_passes_ in (5, 6)

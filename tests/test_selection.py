@@ -47,13 +47,13 @@ def test_the_grid_reads_each_chunk_once_per_pass_of_its_longest_fit():
         table, _ = select_model(reads.array, random_state=0, cache=False, **GRID)
     n_chunks = 4
     assert sorted(reads.counts) == list(range(n_chunks))
-    # validation pass + k-means|| (2 sampling rounds + 1 statistics pass)
-    # + the longest EM run + one pass scoring every final model
-    passes = 1 + 3 + table.n_iter.max() + 1
+    # the longest candidate's passes (validation, k-means|| and EM) + one pass scoring
+    # every final model
+    passes = table.n_passes.max() + 1
     per_chunk = np.array([reads.counts[c] for c in range(n_chunks)])
     # the first k-means|| centre of each candidate is fetched from its own chunk
     assert np.all(per_chunk >= passes) and np.all(per_chunk <= passes + 1)
-    separate = len(table) * (1 + 3) + table.n_iter.sum()
+    separate = table.n_passes.sum()
     assert per_chunk.max() * 5 < separate
 
 

@@ -16,7 +16,7 @@ def fit_with_progress(est: Any, X: Any, reporter: Reporter, sample_weight: Any =
     from .._engine import fit
 
     def on_state(s):
-        if not s.lower_bounds:
+        if not s.seconds:
             reporter.on_init(s.init)
         if save_state is not None:
             save_state(s)

@@ -241,10 +241,10 @@ def _run_fit(reporter: Reporter, data: str, out: str, params: dict[str, Any],
             reporter.event(
                 "resume",
                 f"resuming from {checkpoint}: initialisation {state.init + 1}, "
-                f"after iteration {len(state.lower_bounds)}",
-                checkpoint=checkpoint, init=state.init, iteration=len(state.lower_bounds),
+                f"after iteration {len(state.seconds)}",
+                checkpoint=checkpoint, init=state.init, iteration=len(state.seconds),
             )
-            reporter.on_init(state.init, done=len(state.lower_bounds),
+            reporter.on_init(state.init, done=len(state.seconds),
                              lower_bound=state.lower_bound if state.lower_bounds else None)
         with bad_input(ValueError):
             fit_with_progress(est, X, reporter, sample_weight=sample_weight, resume=state,
