@@ -1,0 +1,629 @@
+"""Per-chunk kernels for rows with missing values (NaN): exact EM for data
+missing at random (Ghahramani and Jordan, 1994; shared notes, "Missing values").
+
+Each row's E-step uses the marginal density of its observed coordinates o,
+log pi_k + log N(x_o | mu_o, S_oo), and its statistics the conditional
+moments of the missing ones m, x_hat_m = mu_m + S_mo S_oo^-1 (x_o - mu_o)
+and C = S_mm - S_mo S_oo^-1 S_om. The statistics vector has the layout of
+:class:`daskem._kernels.StatisticsLayout`, so that the complete-data M-step
+(:func:`daskem._gaussian.m_step`) runs unchanged on the reduced sum.
+
+Rows are split three ways: complete rows go through the ordinary kernel
+(:func:`daskem._kernels.chunk_statistics`, in the data's dtype), rows with
+every value missing carry no information and are left out, and rows with
+holes are computed here, in float64.
+
+Full and tied covariance
+------------------------
+Rows with holes are sorted by (|m|, pattern) (:class:`Patterns`) and
+processed in slices of rows with the same |m|. Write z for a shifted row
+with zeros in its holes (the fill value is the centre c), e = z - (mu - c)
+and g = P e for the full precision P = S^-1. Minimising the full quadratic
+form over the missing coordinates gives the observed one (shared notes,
+Schur complement):
+
+    (x_o - mu_o)^T S_oo^-1 (x_o - mu_o) = e^T P e - g_m^T P_mm^-1 g_m,
+    log |S_oo| = log |S| + log |P_mm|,
+    x_hat_m - c_m = -P_mm^-1 g_m,   C = P_mm^-1.
+
+* One product z @ [P_1 ... P_K] (rows x d by d x K d, BLAS) gives e^T P e
+  and g for every row and component at once.
+* P_mm^-1 and log |P_mm| come once per (pattern, component), for thousands
+  of patterns at a time, from the vectorised small Cholesky of
+  :mod:`daskem._missing_linalg` (from S_oo instead where |m| > |o|); per row
+  and component only delta = P_mm^-1 g_m (|m| x |m|) remains.
+* Full statistics: y = sqrt(r) z_hat with z_hat = z, -delta in the holes,
+  as a (rows, K, d) array; S2_k = sum y_k y_k^T is one batched product (and
+  S1 one more), and sum r C is P_mm^-1 times each pattern's responsibility
+  sum, added into the pattern's (m, m) block of the packed S2.
+* Tied statistics need only the sum over components, sum_k r_k z_hat_k
+  z_hat_k^T = w z z^T + z ubar^T + ubar z^T + sum_k r_k u_k u_k^T (w =
+  sum_k r_k, u_k = z_hat_k - z, ubar = sum_k r_k u_k): d x d products of
+  the rows, not of the rows per component, and P_mm^-1 is one per pattern.
+
+Diag and spherical covariance
+-----------------------------
+The conditionals are trivial (x_hat_m = mu_m, C = the missing variances),
+and the observed log-density is a sum over observed coordinates: three
+(rows x d) by (d x K) products with the mask of observed values give it,
+and the statistics need only r^T z, r^T z^2 and r^T mask.
+
+Cost (one thread, 100,000 rows x 16 features, K = 16, full covariance,
+float64; the complete kernel takes 49 ms): about 95 ms with 5% MCAR holes,
+205 ms (4.2x) with 20% (97% of the rows have holes, in 13,000 patterns), and
+75 ms with two columns missing in 30% of the rows. At 20% the time goes to
+the two BLAS products (50 ms), P_mm^-1 for 209,000 (pattern, component)
+pairs (35 ms), building sqrt(r) z_hat (30 ms), the per-row |m| x |m|
+products (30 ms) and sum r C (15 ms). Diag and spherical take under 2x.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+
+from ._covariance import log_det_cholesky
+from ._kernels import (
+    StatisticsLayout,
+    chunk_log_resp,
+    chunk_predict,
+    chunk_predict_proba,
+    chunk_score_samples,
+    chunk_statistics,
+    kernel_parameters,
+)
+from ._missing_linalg import Patterns, block_inverse, column_sums, packed_block_sums, triu_pairs
+
+_LOG_2PI = math.log(2.0 * math.pi)
+# Slices of rows with holes are sized so that their (|m|, |m|, rows, K)
+# intermediates stay near the cache (about 4 MiB).
+_SLICE_BYTES = 4 * 2**20
+_MIN_SLICE_ROWS = 64
+_MAX_SLICE_ROWS = 8192
+# (pattern, component) pairs per batch of P_mm^-1: long vectors for
+# spd_inverse whose working set stays in the cache (fastest at 4k-16k)
+_BATCH_PAIRS = 8192
+
+
+# ------------------------------------------------------------------ context
+
+
+def _dense_parameters(covariance_type, covariances, prec_chol, n_components, n_features):
+    """Covariances and precisions as (K, d, d) stacks, from daskem's shapes."""
+    k, d = n_components, n_features
+    eye = np.eye(d)
+    if covariance_type == "full":
+        return covariances, prec_chol @ np.swapaxes(prec_chol, 1, 2)
+    if covariance_type == "tied":
+        prec = prec_chol @ prec_chol.T
+        return np.repeat(covariances[None], k, axis=0), np.repeat(prec[None], k, axis=0)
+    if covariance_type == "spherical":
+        covariances = np.repeat(covariances[:, None], d, axis=1)
+        prec_chol = np.repeat(prec_chol[:, None], d, axis=1)
+    return covariances[:, None, :] * eye, (prec_chol**2)[:, None, :] * eye
+
+
+def missing_statistics_context(
+    weights: np.ndarray,
+    means: np.ndarray,
+    covariances: np.ndarray,
+    precisions_cholesky: np.ndarray,
+    covariance_type: str,
+    shift: np.ndarray,
+    dtype: np.dtype,
+    layout: StatisticsLayout | None = None,
+) -> dict:
+    """Everything the missing-value kernels need, precomputed once per iteration.
+
+    Parameters
+    ----------
+    weights : ndarray (K,)
+    means : ndarray (K, d)
+    covariances, precisions_cholesky : ndarray
+        daskem's arrays, shaped by :func:`daskem._covariance.covariance_shape`.
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+    shift : ndarray (d,)
+        The fixed centre c: statistics are of the shifted data x - c.
+    dtype : numpy dtype
+        The data's dtype (complete rows are computed in it).
+    layout : StatisticsLayout, optional
+        Built from the shapes when not given.
+
+    Returns
+    -------
+    dict
+        ``layout``, ``covariance_type``, ``shift`` (d,), ``dtype``,
+        ``weights`` (K,), ``log_weights`` (K,), ``means`` (K, d),
+        ``covariances`` and ``precisions`` (K, d, d) float64 for every type,
+        ``log_det`` (K,) = log |S_k|, ``kernel`` (the complete-data
+        :func:`daskem._kernels.kernel_parameters` in ``dtype``), and derived
+        arrays for the rows with holes: ``centred_means`` (K, d) = mu - c
+        and ``const`` (K,) = log pi - log |S| / 2 (full and tied: minus
+        (mu - c)^T P (mu - c) / 2); full and tied also ``precision_columns``
+        (d, d K') with [a, j K' + k] = P_k[a, j] (K' = 1 for tied) and
+        ``precision_means`` b (K, d) = P (mu - c); diag and spherical
+        ``variances`` (K, d).
+    """
+    weights = np.asarray(weights, dtype=np.float64)
+    means = np.asarray(means, dtype=np.float64)
+    covariances = np.asarray(covariances, dtype=np.float64)
+    prec_chol = np.asarray(precisions_cholesky, dtype=np.float64)
+    shift = np.asarray(shift, dtype=np.float64)
+    k, d = means.shape
+    dtype = np.dtype(dtype)
+    if layout is None:
+        layout = StatisticsLayout(covariance_type, k, d)
+    dense_cov, dense_prec = _dense_parameters(covariance_type, covariances, prec_chol, k, d)
+    log_det = np.broadcast_to(-2.0 * log_det_cholesky(prec_chol, covariance_type, d), (k,)).copy()
+    with np.errstate(divide="ignore"):
+        log_weights = np.log(weights)
+    centred = means - shift
+    ctx = {
+        "layout": layout,
+        "covariance_type": covariance_type,
+        "shift": shift,
+        "dtype": dtype,
+        "weights": weights,
+        "log_weights": log_weights,
+        "means": means,
+        "covariances": dense_cov,
+        "precisions": dense_prec,
+        "log_det": log_det,
+        "kernel": kernel_parameters(weights, means, prec_chol, covariance_type, shift, dtype),
+        "centred_means": centred,
+        "const": log_weights - 0.5 * log_det,
+    }
+    if covariance_type in ("full", "tied"):
+        stack = dense_prec if covariance_type == "full" else dense_prec[:1]
+        b = np.einsum("kab,kb->ka", dense_prec, centred)
+        # (z - mu')^T P (z - mu') = z^T P z - 2 b^T z + mu'^T b, the last term in const
+        ctx["const"] = ctx["const"] - 0.5 * np.einsum("ka,ka->k", b, centred)
+        ctx["precision_columns"] = np.ascontiguousarray(stack.transpose(1, 2, 0).reshape(d, -1))
+        ctx["precision_means"] = b
+    else:
+        ctx["variances"] = np.ascontiguousarray(np.diagonal(dense_cov, axis1=1, axis2=2))
+    return ctx
+
+
+# --------------------------------------------------------- rows with holes
+
+
+class _Batch:
+    """Patterns of one batch (full / tied) and what their slices add up.
+
+    ``missing`` (n_pat, m) columns, ``inverse`` (m, m, n_pat, K') P_mm^-1,
+    ``log_det`` (n_pat, K') log |P_mm|, ``row_starts`` (n_pat + 1,) sorted
+    rows of each pattern; for the statistics ``resp`` (n_pat, K), the sums
+    of r over each pattern's rows.
+    """
+
+    __slots__ = ("missing", "inverse", "log_det", "row_starts", "resp")
+
+
+class _Slice:
+    """Rows with holes of one slice and their E-step.
+
+    ``rows`` (indices into the rows with holes), ``z`` (B, d) float64
+    shifted rows with zeros in the holes, ``log_prob`` (B, K). Full and tied
+    also: ``local`` (B,) each row's pattern in ``batch``, ``offset`` (its
+    first row's place in the batch), ``last`` (whether the slice ends its
+    batch), ``missing`` (B, m) columns, ``flat`` (m, B) the holes' indices
+    in the flattened (B, d) slice and ``delta`` (m, B, K) with x_hat_m -
+    c_m = -delta. Diag and spherical also ``mask`` (B, d).
+    """
+
+    __slots__ = ("rows", "z", "log_prob", "local", "batch", "last", "offset", "missing", "flat", "delta",
+                 "mask")
+
+
+def _shifted(X, rows, shift):
+    """Shifted float64 rows ``X[rows]`` with zeros in their holes."""
+    # np.take: several times faster than fancy indexing for gathering rows
+    z = np.take(X, rows, axis=0)
+    z = z - shift if z.dtype == np.float64 else z.astype(np.float64) - shift
+    # the holes are NaN: fmax and fmin both give 0 there, and x + 0 elsewhere
+    out = np.fmax(z, 0.0)
+    out += np.fmin(z, 0.0, out=z)
+    return out
+
+
+def _slice_rows(n_missing, n_features, n_components):
+    per_row = 8 * n_components * max(n_missing * n_missing, n_features)
+    return max(_MIN_SLICE_ROWS, min(_MAX_SLICE_ROWS, _SLICE_BYTES // per_row))
+
+
+def _hole_slices(X: np.ndarray, rows: np.ndarray, mask: np.ndarray, ctx: dict) -> Iterator[_Slice]:
+    """The E-step of rows with holes, slice by slice.
+
+    ``X[rows]`` (n, d): rows that each have at least one hole and one
+    observed value; ``mask`` (n, d): their NaN mask. ``_Slice.rows``
+    index ``rows``.
+    """
+    n, d = len(rows), X.shape[1]
+    k = len(ctx["weights"])
+    if ctx["covariance_type"] in ("diag", "spherical"):
+        step = _slice_rows(1, d, k)
+        for start in range(0, n, step):
+            s = _Slice()
+            s.rows = np.arange(start, min(n, start + step))
+            s.mask = mask[start : start + step]
+            s.z = _shifted(X, rows[start : start + step], ctx["shift"])
+            s.log_prob = _diagonal_log_prob(s.z, s.mask, ctx)
+            yield s
+        return
+    stack = slice(0, 1) if ctx["covariance_type"] == "tied" else slice(None)
+    k_stack = len(ctx["log_det"][stack])
+    patterns = Patterns(mask)
+    # sorted once, so that every slice is a contiguous run of rows
+    z = _shifted(X, rows[patterns.order], ctx["shift"])
+    for n_missing, p0, p1 in patterns.groups:
+        # P_mm^-1 for a long run of patterns at once (long vectors for spd_inverse)
+        per_batch = max(1, _BATCH_PAIRS // k_stack)
+        step = _slice_rows(n_missing, d, k)
+        for q0 in range(p0, p1, per_batch):
+            q1 = min(p1, q0 + per_batch)
+            batch = _Batch()
+            batch.missing, observed = patterns.columns(q0, q1, n_missing)
+            batch.inverse, batch.log_det = block_inverse(
+                ctx["precisions"][stack], ctx["covariances"][stack], ctx["log_det"][stack],
+                batch.missing, observed,
+            )
+            batch.row_starts = patterns.row_starts[q0 : q1 + 1]
+            batch.resp = None
+            lo, hi = int(batch.row_starts[0]), int(batch.row_starts[-1])
+            for start in range(lo, hi, step):
+                stop = min(hi, start + step)
+                s = _Slice()
+                s.rows = patterns.order[start:stop]
+                s.z = z[start:stop]
+                s.local = patterns.pattern_of_row[start:stop] - q0
+                s.batch, s.last, s.offset = batch, stop == hi, start - lo
+                _conditional_e_step(s, ctx)
+                yield s
+
+
+def _conditional_e_step(s, ctx):
+    """log pi_k + log N(x_o | mu_o, S_oo) and delta = P_mm^-1 g_m of a full /
+    tied slice (all its rows with m holes)."""
+    z = s.z
+    n, d = z.shape
+    batch = s.batch
+    s.missing = missing = np.take(batch.missing, s.local, axis=0)
+    m = missing.shape[1]
+    b = ctx["precision_means"]
+    # G[i, j, k] = (P_k z_i)_j: the full quadratic forms and g = P e = G - b
+    G = (z @ ctx["precision_columns"]).reshape(n, d, -1)
+    log_prob = (z[:, None, :] @ G)[:, 0] - 2.0 * (z @ b.T)
+    s.flat = missing.T + np.arange(n) * d
+    g = np.take(G.reshape(n * d, -1), s.flat, axis=0)
+    g = g - np.take(b.T, missing.T, axis=0)  # (m, B, K) also for tied's K' = 1
+    # position-major (m, m, B, K'): contiguous for the products below
+    first, last = int(s.local[0]), int(s.local[-1]) + 1
+    if last - first == n:
+        inverse = batch.inverse[:, :, first:last]  # one row per pattern: no copy
+    else:
+        inverse = np.take(batch.inverse, s.local, axis=2)
+    if inverse.shape[-1] == 1:
+        # tied: one P_mm^-1 per pattern for every component, a batched product
+        # per row (two to five times faster than the einsum here)
+        s.delta = np.matmul(inverse[..., 0].transpose(2, 0, 1), g.transpose(1, 0, 2)).transpose(1, 0, 2)
+    else:
+        s.delta = np.einsum("stik,tik->sik", inverse, g)
+    # observed quadratic form = full one - g^T P_mm^-1 g; log |S_oo| = log |S| + log |P_mm|
+    g *= s.delta
+    log_prob -= g.sum(axis=0)
+    log_prob *= -0.5
+    log_prob += ctx["const"] - 0.5 * (d - m) * _LOG_2PI
+    log_prob -= 0.5 * np.take(batch.log_det, s.local, axis=0)
+    s.log_prob = log_prob
+
+
+def _diagonal_log_prob(z, mask, ctx):
+    """log pi_k + sum over observed j of log N(x_j | mu_kj, var_kj), (n, K)."""
+    var, mu = ctx["variances"], ctx["centred_means"]
+    observed = (~mask).astype(np.float64)
+    inv_var = 1.0 / var
+    const = -0.5 * (np.log(var) + mu * mu * inv_var + _LOG_2PI)
+    return (
+        ctx["log_weights"]
+        + observed @ const.T
+        + z @ (mu * inv_var).T
+        - 0.5 * ((z * z) @ inv_var.T)
+    )
+
+
+def _normalise(log_prob):
+    """Responsibilities (n, K) and per-row log-likelihoods of (n, K) log-densities."""
+    # components along the rows: the reductions run over long contiguous rows
+    resp = np.ascontiguousarray(log_prob.T)
+    top = resp.max(axis=0)
+    top[~np.isfinite(top)] = 0.0
+    resp -= top
+    with np.errstate(under="ignore"):
+        np.exp(resp, out=resp)
+    total = resp.sum(axis=0)
+    resp /= total
+    with np.errstate(divide="ignore"):
+        return resp.T, np.log(total) + top
+
+
+# -------------------------------------------------------------- statistics
+
+
+def _add_full_statistics(s, rw, n1, s1, s2, c_packed):
+    """Add a full slice's N, S1, second moments (s2 (K, d, d)) and, at the
+    end of its batch, the conditional covariances (packed, (., K))."""
+    n, d = s.z.shape
+    m, _, k = s.delta.shape
+    # sqrt(r) times the expected shifted rows z_hat = z with -delta in the
+    # holes, (B, K, d): S2 = sum y y^T in one batched product; (B, K, d)
+    # makes the scatter of the holes contiguous along K
+    root = np.sqrt(rw)
+    y = np.einsum("ik,id->ikd", root, s.z)
+    holes = s.delta * root
+    np.negative(holes, out=holes)
+    y[np.tile(np.arange(n), m), :, s.missing.T.ravel()] = holes.reshape(m * n, k)
+    n1 += rw.sum(axis=0)
+    s1 += np.matmul(y.transpose(1, 2, 0), root.T[:, :, None])[:, :, 0]
+    s2 += np.matmul(y.transpose(1, 2, 0), y.transpose(1, 0, 2))
+    _add_block_covariances(s, rw, c_packed)
+
+
+def _add_tied_statistics(s, rw, n1, s1, s2, c_packed):
+    """Add a tied slice's N, S1, shared second moment (s2 (1, d, d)) and the
+    packed (m, m) blocks sum_k r (u u^T + C).
+
+    With z_hat_k = z + u_k (u_k in the holes), sum_k r_k z_hat_k z_hat_k^T =
+    w z z^T + z ubar^T + ubar z^T + sum_k r_k u_k u_k^T, where w = sum_k r_k
+    and ubar = sum_k r_k u_k: no per-component d x d products.
+    """
+    n, d = s.z.shape
+    m, _, k = s.delta.shape
+    weighted = s.delta * rw
+    np.negative(weighted, out=weighted)  # r u, (m, B, K)
+    cols = s.missing.T.ravel()
+    n1 += rw.sum(axis=0)
+    s1 += rw.T @ s.z
+    s1 += column_sums(cols, weighted.reshape(m * n, k), d).T
+    w = rw.sum(axis=1)
+    mean_holes = np.zeros((n, d))
+    np.put(mean_holes, s.flat, weighted.sum(axis=2))
+    cross = s.z.T @ mean_holes
+    s2[0] += (s.z.T * w) @ s.z + cross + cross.T
+    up, vp = triu_pairs(m)
+    outer = np.empty((len(up), n))
+    for p, (a, b) in enumerate(zip(up, vp, strict=True)):
+        # r u_a u_b = -(r u_a) delta_b, summed over the components
+        np.einsum("ik,ik->i", weighted[a], s.delta[b], out=outer[p])
+    np.negative(outer, out=outer)
+    c_packed += packed_block_sums(s.missing, outer[:, :, None], d)
+    _add_block_covariances(s, rw, c_packed)
+
+
+def _add_block_covariances(s, rw, c_packed):
+    """+ sum r C: P_mm^-1 times each pattern's responsibility sum, at the end of a batch."""
+    batch = s.batch
+    first, last = int(s.local[0]), int(s.local[-1]) + 1
+    runs = np.maximum(batch.row_starts[first:last] - batch.row_starts[0] - s.offset, 0)
+    if batch.resp is None:
+        batch.resp = np.zeros((len(batch.row_starts) - 1, rw.shape[1]))
+    batch.resp[first:last] += np.add.reduceat(rw, runs, axis=0)
+    if s.last:
+        up, vp = triu_pairs(batch.missing.shape[1])
+        resp = batch.resp if c_packed.shape[1] > 1 else batch.resp.sum(axis=1, keepdims=True)
+        upper = batch.inverse[up, vp] * resp
+        c_packed += packed_block_sums(batch.missing, upper, s.z.shape[1])
+
+
+def _add_diagonal_statistics(s, rw, n1, s1, s2, ctx):
+    """Add a diag / spherical slice's N, S1 and per-coordinate second moments (K, d)."""
+    mu = ctx["centred_means"]
+    in_holes = rw.T @ s.mask.astype(np.float64)
+    n1 += rw.sum(axis=0)
+    s1 += rw.T @ s.z + in_holes * mu
+    s2 += rw.T @ (s.z * s.z) + in_holes * (mu * mu + ctx["variances"])
+
+
+def _hole_statistics(X, rows, mask, weights, ctx):
+    """Statistics vector of the rows with holes ``X[rows]`` (float64 throughout)."""
+    layout = ctx["layout"]
+    cov = layout.covariance_type
+    k, d = layout.n_components, layout.n_features
+    conditional = cov in ("full", "tied")
+    k_stack = 1 if cov == "tied" else k
+    n1, s1 = np.zeros(k), np.zeros((k, d))
+    s2 = np.zeros((k_stack, d, d) if conditional else (k, d))
+    c_packed = np.zeros((d * (d + 1) // 2, k_stack))
+    loglik = 0.0
+    for s in _hole_slices(X, rows, mask, ctx):
+        resp, row_loglik = _normalise(s.log_prob)
+        if weights is None:
+            loglik += float(row_loglik.sum())
+            rw = resp
+        else:
+            w = weights[s.rows]
+            loglik += float(row_loglik @ w)
+            rw = resp * w[:, None]
+        if cov == "full":
+            _add_full_statistics(s, rw, n1, s1, s2, c_packed)
+        elif cov == "tied":
+            _add_tied_statistics(s, rw, n1, s1, s2, c_packed)
+        else:
+            _add_diagonal_statistics(s, rw, n1, s1, s2, ctx)
+    if conditional:
+        a, b = np.triu_indices(d)
+        s2[:, a, b] += c_packed.T
+        s2[:, b, a] = s2[:, a, b]
+        s2 = s2[0] if cov == "tied" else s2
+    elif cov == "spherical":
+        s2 = s2.sum(axis=1)
+    total = len(rows) if weights is None else float(weights.sum())
+    return layout.pack_from_second_moments(n1, s1, s2, loglik, total)
+
+
+def _split_rows(block):
+    """NaN mask and the indices of complete rows, rows with holes, empty rows."""
+    mask = np.isnan(block)
+    d = block.shape[1]
+    # counts by a float32 matrix-vector product: exact, and faster than sum
+    n_missing = mask.astype(np.float32) @ np.ones(d, dtype=np.float32)
+    complete = np.flatnonzero(n_missing == 0)
+    holes = np.flatnonzero((n_missing > 0) & (n_missing < d))
+    empty = np.flatnonzero(n_missing == d)
+    return mask, complete, holes, empty
+
+
+def missing_chunk_statistics(
+    block: np.ndarray, ctx: dict, row_start: int = 0, sample_weight: np.ndarray | None = None
+) -> np.ndarray:
+    """E-step and sufficient statistics of a chunk whose rows may have NaNs.
+
+    The signature of a :class:`daskem._passes.PassRequest` function.
+
+    Parameters
+    ----------
+    block : ndarray (n, d)
+        Rows of the chunk (float32 or float64); NaN marks a missing value.
+    ctx : dict
+        From :func:`missing_statistics_context`.
+    row_start : int
+        Global index of the first row (unused).
+    sample_weight : ndarray (n,), optional
+
+    Returns
+    -------
+    ndarray of shape (ctx["layout"].size,), float64
+        The vector of :func:`daskem._kernels.chunk_statistics` in the same
+        layout: responsibility sums, first and second moments of the
+        expected shifted rows (with the conditional covariances), the sum
+        of observed-data log-likelihoods and the number (total weight) of
+        rows with at least one observed value.
+    """
+    layout = ctx["layout"]
+    block = np.asarray(block)
+    w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+    mask, complete, holes, _ = _split_rows(block)
+    if len(complete) == len(block):
+        return chunk_statistics(block, ctx["kernel"], layout, w)[0]
+    out = np.zeros(layout.size)
+    if len(complete):
+        out += chunk_statistics(
+            np.take(block, complete, axis=0), ctx["kernel"], layout, None if w is None else w[complete]
+        )[0]
+    if len(holes):
+        out += _hole_statistics(block, holes, mask[holes], None if w is None else w[holes], ctx)
+    return out
+
+
+# -------------------------------------------------------------- prediction
+
+
+def _hole_log_prob(X, rows, mask, ctx):
+    out = np.empty((len(rows), len(ctx["weights"])))
+    for s in _hole_slices(X, rows, mask, ctx):
+        out[s.rows] = s.log_prob
+    return out
+
+
+def _log_sum_exp(log_prob):
+    return _normalise(log_prob)[1]
+
+
+def missing_log_prob(block: np.ndarray, ctx: dict) -> np.ndarray:
+    """log pi_k + log N(x_o | mu_o, S_oo) of each row and component.
+
+    Parameters
+    ----------
+    block : ndarray (n, d)
+    ctx : dict
+        From :func:`missing_statistics_context`.
+
+    Returns
+    -------
+    ndarray (n, K), float64
+        Complete rows as the complete-data kernel gives them; a row with
+        every value missing gets log pi_k (its log-sum-exp is 0).
+    """
+    block = np.asarray(block)
+    mask, complete, holes, empty = _split_rows(block)
+    out = np.empty((len(block), len(ctx["weights"])))
+    if len(complete):
+        rows = np.take(block, complete, axis=0)
+        kp = ctx["kernel"]
+        out[complete] = chunk_log_resp(rows, kp) + chunk_score_samples(rows, kp)[:, None]
+    if len(holes):
+        out[holes] = _hole_log_prob(block, holes, mask[holes], ctx)
+    out[empty] = ctx["log_weights"]
+    return out
+
+
+def _per_row(block, ctx, complete_func, hole_func, empty_value, shape, dtype):
+    block = np.asarray(block)
+    mask, complete, holes, empty = _split_rows(block)
+    out = np.empty((len(block),) + shape, dtype=dtype)
+    if len(complete):
+        out[complete] = complete_func(np.take(block, complete, axis=0), ctx["kernel"])
+    if len(holes):
+        out[holes] = hole_func(_hole_log_prob(block, holes, mask[holes], ctx))
+    out[empty] = empty_value
+    return out
+
+
+def missing_score_samples(block: np.ndarray, ctx: dict) -> np.ndarray:
+    """Observed-data log-likelihood of each row, (n,) float64 (0.0 for empty rows)."""
+    return _per_row(block, ctx, chunk_score_samples, _log_sum_exp, 0.0, (), np.float64)
+
+
+def missing_predict_proba(block: np.ndarray, ctx: dict) -> np.ndarray:
+    """p(k | x_o) of each row, (n, K) float64 (the weights for empty rows)."""
+    w = ctx["weights"]
+    return _per_row(
+        block, ctx, chunk_predict_proba, lambda lp: _normalise(lp)[0], w / w.sum(), w.shape, np.float64
+    )
+
+
+def missing_predict(block: np.ndarray, ctx: dict) -> np.ndarray:
+    """Most probable component given the observed values, (n,) int64."""
+    return _per_row(
+        block, ctx, chunk_predict, lambda lp: np.argmax(lp, axis=1),
+        int(np.argmax(ctx["weights"])), (), np.int64,
+    )
+
+
+def impute_chunk(block: np.ndarray, ctx: dict) -> np.ndarray:
+    """Replace each NaN by its conditional mean under the mixture.
+
+    x_m becomes sum_k p(k | x_o) E[x_m | x_o, k]; a row with every value
+    missing becomes the mixture's mean.
+
+    Parameters
+    ----------
+    block : ndarray (n, d)
+    ctx : dict
+        From :func:`missing_statistics_context`.
+
+    Returns
+    -------
+    ndarray (n, d)
+        Same dtype as ``block``; observed values unchanged.
+    """
+    block = np.asarray(block)
+    mask, _, holes, empty = _split_rows(block)
+    out = block.copy()
+    if len(holes):
+        shift = ctx["shift"]
+        for s in _hole_slices(block, holes, mask[holes], ctx):
+            resp, _ = _normalise(s.log_prob)
+            rows = holes[s.rows]
+            if ctx["covariance_type"] in ("diag", "spherical"):
+                filled = resp @ ctx["means"]
+                out[rows] = np.where(s.mask, filled, block[rows])
+            else:
+                values = shift[s.missing] - np.einsum("sik,ik->is", s.delta, resp)
+                out[rows[:, None], s.missing] = values
+    if len(empty):
+        w = ctx["weights"]
+        out[empty] = w @ ctx["means"] / w.sum()
+    return out
