@@ -272,8 +272,8 @@ class _Features:
             out[o[2] : o[3]] += G[:, 1 + d :].ravel()
 
 
-def _weighted_products(W, parts, out):
-    """out = W F for the parts of a block's features (out: (K, n))."""
+def _weighted_products(W, parts, out, tmp=None):
+    """out = W F for the parts of a block's features (out and tmp: (K, n))."""
     first = True
     for lo, hi, view in parts:
         if view is None:
@@ -281,8 +281,11 @@ def _weighted_products(W, parts, out):
         if first:
             np.matmul(W[:, lo:hi], view, out=out)
             first = False
-        else:
+        elif tmp is None:
             out += W[:, lo:hi] @ view
+        else:
+            np.matmul(W[:, lo:hi], view, out=tmp)
+            out += tmp
     for lo, hi, view in parts:
         if view is None:
             out += W[:, lo:hi]
@@ -391,23 +394,26 @@ def kernel_parameters(weights, means, precisions_cholesky, covariance_type, shif
 # ------------------------------------------------------------------ E-step
 
 
-def _log_prob_into(L, parts, z, kp):
+def _log_prob_into(L, parts, z, kp, ws=None):
     """Weighted log-densities (K, n) of a block into L, from its feature
-    parts and shifted rows z (d, n) (see :meth:`_Features.fill`)."""
-    _weighted_products(kp["W"], parts, L)
+    parts and shifted rows z (d, n) (see :meth:`_Features.fill`); ``ws``
+    holds the temporaries (see :class:`_Workspace`)."""
+    _weighted_products(kp["W"], parts, L, None if ws is None else ws.product)
     if kp["covariance_type"] == "tied":
-        y = kp["proj"] @ z
+        n = L.shape[1]
+        y = kp["proj"] @ z if ws is None else np.matmul(kp["proj"], z, out=ws.projection[:, :n])
         np.square(y, out=y)
         L -= 0.5 * y.sum(axis=0)
     return L
 
 
-def _normalise_in_place(L):
+def _normalise_in_place(L, ws=None):
     """Log-sum-exp over components (axis 0); L becomes the responsibilities.
 
-    Returns the per-row log-likelihood log p(x) = logsumexp_k L[k].
+    Returns the per-row log-likelihood log p(x) = logsumexp_k L[k] (in
+    ``ws.top`` when a workspace holds the temporaries).
     """
-    top = L.max(axis=0)
+    top = L.max(axis=0) if ws is None else np.max(L, axis=0, out=ws.top)
     if not np.all(np.isfinite(top)):
         # a row every component gives probability 0 (or a NaN): keep -inf
         top[~np.isfinite(top)] = 0.0
@@ -417,28 +423,47 @@ def _normalise_in_place(L):
         # exp is several times slower where its result is subnormal or zero;
         # responsibilities below the smallest normal number (3.3e-308 in
         # float64, 1.6e-38 in float32) are set to zero instead.
-        keep = L > tiny
+        keep = L > tiny if ws is None else np.greater(L, tiny, out=ws.keep)
         np.maximum(L, tiny, out=L)
         np.exp(L, out=L)
         L *= keep
     else:
         np.exp(L, out=L)
-    total = L.sum(axis=0)
-    with np.errstate(divide="ignore"):
-        log_norm = np.log(total)
-    log_norm += top
+    total = L.sum(axis=0) if ws is None else np.sum(L, axis=0, out=ws.total)
     L /= total
+    with np.errstate(divide="ignore"):
+        log_norm = np.log(total, out=total)
+    log_norm += top
     return log_norm
 
 
 class _Workspace:
-    """Work arrays for blocks of ``width`` rows: the feature buffer and L (K, n)."""
+    """Work arrays for blocks of ``width`` rows: the feature buffer, L (K, n) and
+    every temporary of the per-block loop.
+
+    Nothing is allocated per block: glibc maps and unmaps allocations of more
+    than 128 KiB each time when MALLOC_TRIM_THRESHOLD_ is set, as distributed's
+    nanny sets it for worker processes, and the page faults made a worker's
+    kernel 2.4 times slower than the same kernel in the client.
+    """
 
     def __init__(self, feat, n_components, width, dtype):
+        dtype = np.dtype(dtype)
         self.__dict__.update(feat.workspace_arrays(width, dtype))
         self.L = np.empty((n_components, width), dtype=dtype)
+        self.product = np.empty((n_components, width), dtype=dtype)
+        self.keep = np.empty((n_components, width), dtype=bool)
+        self.top = np.empty(width, dtype=dtype)
+        self.total = np.empty(width, dtype=dtype)
         if feat.features_major:
             self.products = feat.product_views(self.F)
+        elif dtype == np.float32:
+            # float32 data: the M-step products of these types run in float64
+            self.R64 = np.empty((n_components, width))
+            self.z64 = np.empty((width, feat.d))
+            self.extra64 = np.empty((width, feat.extra)) if feat.extra else None
+        if feat.covariance_type == "tied":
+            self.projection = np.empty((feat.d, width), dtype=dtype)
 
 
 _THREAD = threading.local()
@@ -601,8 +626,8 @@ def chunk_statistics(block, kp, layout, sample_weight=None):
             rows = min(step, n - start)
             ws = _workspace(feat, k, rows, dtype, rows == step or rows == n)
             parts, z = feat.fill(ws, block[start : start + rows], kp["shift"])
-            R = _log_prob_into(ws.L, parts, z, kp)
-            log_norm = _normalise_in_place(R)
+            R = _log_prob_into(ws.L, parts, z, kp, ws)
+            log_norm = _normalise_in_place(R, ws)
             if sample_weight is None:
                 loglik += float(log_norm.sum(dtype=np.float64))
             else:
@@ -610,9 +635,14 @@ def chunk_statistics(block, kp, layout, sample_weight=None):
                 loglik += float(log_norm.astype(np.float64) @ w)
                 R *= w
             if upcast:
-                R = R.astype(np.float64)
-                parts = [(lo, hi, None if v is None else v.astype(np.float64)) for lo, hi, v in parts]
-                z = parts[1][2]  # the z part (d, n), now float64, for tied
+                np.copyto(ws.R64, R)
+                R = ws.R64
+                np.copyto(ws.z64, ws.z)
+                if feat.extra:
+                    np.copyto(ws.extra64, ws.extra)
+                parts = [(0, 1, None), (1, 1 + d, ws.z64.T)] + (
+                    [(1 + d, feat.m, ws.extra64.T)] if feat.extra else [])
+                z = ws.z64.T  # the z part (d, n), now float64, for tied
             for s in range(0, rows, sum_rows):
                 e = min(rows, s + sum_rows)
                 _add_moments(G, R, parts, s, e)
@@ -656,6 +686,15 @@ def chunk_predict_proba(block, kp):
 def chunk_score_samples(block, kp):
     """Per-row log-likelihood log p(x), (n,) float64."""
     return _map_row_blocks(block, kp, _log_sum_exp_rows)
+
+
+def chunk_scores(block, kp):
+    """Per row: log p(x) and the largest log-responsibility, (n, 2) float64."""
+    def scores(log_prob):
+        log_norm = _log_sum_exp_rows(log_prob)
+        top = log_prob.max(axis=1) if log_prob.shape[1] else log_norm
+        return np.column_stack([log_norm, top - log_norm])
+    return _map_row_blocks(block, kp, scores)
 
 
 def chunk_predict(block, kp):
