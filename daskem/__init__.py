@@ -15,9 +15,11 @@ _LAZY = {
     "BayesianGaussianMixture": "daskem.bayesian_mixture",
     "select_model": "daskem.selection",
     "read": "daskem.io",
+    "NoWorkersError": "daskem._cluster",
 }
 
-__all__ = ["BayesianGaussianMixture", "GaussianMixture", "load", "read", "select_model", "__version__"]
+__all__ = ["BayesianGaussianMixture", "GaussianMixture", "NoWorkersError", "load", "read", "select_model",
+           "__version__"]
 
 
 def load(path: "str | os.PathLike[str]") -> Any:

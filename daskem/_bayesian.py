@@ -178,7 +178,9 @@ class BayesianFamily(MixtureFamily):
         log_lambda = d * math.log(2.0) + np.sum(digamma(0.5 * (dof - np.arange(d)[:, None])), 0)
         return expected - 0.5 * d * np.log(dof) + 0.5 * (log_lambda - d / p.mean_precision)
 
-    def kernel_parameters(self, parameters: BayesianParameters, dtype: np.dtype) -> dict:
+    def kernel_parameters(self, parameters: BayesianParameters, dtype: np.dtype, holes: bool = False) -> dict:
+        if holes:
+            raise ValueError("BayesianGaussianMixture does not take missing values")
         # the mixture's mean is a good fixed centre for data it was fitted on
         weights = _weights(parameters.weight_concentration)
         shift = weights @ parameters.means
@@ -297,10 +299,11 @@ class BayesianFamily(MixtureFamily):
         new = self.posterior(stats, layout, shift, dtype)
         return new, self._lower_bound(new, sum_resp_log_resp)
 
-    def initialization_steps(self, data: FitData, rng: np.random.RandomState) -> Generator:
+    def initialization_steps(self, data: FitData, rng: np.random.RandomState, init: int = 0) -> Generator:
         """The posterior after one variational M-step from the initial responsibilities."""
+        method = "k-means||" if self.init_params == "auto" else self.init_params
         stats, layout = yield from initial_statistics_steps(
-            self.init_params, data, self.n_components, self.covariance_type, rng
+            method, data, self.n_components, self.covariance_type, rng
         )
         return self.posterior(stats, layout, data.shift, data.dtype)
 

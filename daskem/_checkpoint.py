@@ -52,15 +52,27 @@ def has_checkpoint(directory: str | os.PathLike[str]) -> bool:
 
 
 def _put_parameters(arrays: dict[str, np.ndarray], prefix: str, params: Any) -> str:
-    """Store a parameter record's fields as ``prefix.field`` arrays; returns its type's name."""
+    """Store a parameter record's fields as ``prefix.field`` arrays; returns its type's name.
+
+    Fields that are None (optional parts of a record) are left out.
+    """
     for field in dataclasses.fields(params):
-        arrays[f"{prefix}.{field.name}"] = np.asarray(getattr(params, field.name))
+        value = getattr(params, field.name)
+        if value is not None:
+            arrays[f"{prefix}.{field.name}"] = np.asarray(value)
     return type(params).__name__
 
 
 def _get_parameters(arrays: dict[str, np.ndarray], prefix: str, type_name: str) -> Any:
     cls = PARAMETER_TYPES[type_name]
-    return cls(**{f.name: np.array(arrays[f"{prefix}.{f.name}"]) for f in dataclasses.fields(cls)})
+    values = {}
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}"
+        if key in arrays:
+            values[f.name] = np.array(arrays[key])
+        elif f.default is dataclasses.MISSING:
+            raise KeyError(key)
+    return cls(**values)
 
 
 def save_checkpoint(

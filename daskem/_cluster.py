@@ -1,13 +1,41 @@
-"""The distributed cluster a computation runs on: finding its client, checking its workers."""
+"""The distributed cluster a computation runs on: its client, its workers, and a watchdog.
+
+:func:`no_workers_watch` is the one guard of every computation daskem runs
+on a cluster (fits, model selection, scores, writers, plot samples): when
+the cluster has had no worker for longer than the no-workers timeout, it
+cancels the computation and raises :class:`NoWorkersError`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
+import dask
 from dask.base import get_scheduler
+from dask.utils import parse_timedelta
 
 from ._version import __version__
+
+logger = logging.getLogger("daskem")
+
+# The Dask configuration key of the no-workers timeout (seconds, or a string
+# such as "10 minutes"; None waits for workers forever). Also set from the
+# environment as DASK_DASKEM__NO_WORKERS_TIMEOUT, or from a Dask YAML file.
+NO_WORKERS_TIMEOUT_KEY = "daskem.no-workers-timeout"
+DEFAULT_NO_WORKERS_TIMEOUT = 300.0
+# What a worker's passes import (the kernels, the passes, the initialisations).
+PASS_MODULES = "daskem._initialization"
+# The watchdog asks the scheduler for its workers this often (at most), so it
+# stops a computation within this long (plus one scheduler round trip) after
+# the timeout.
+POLL_SECONDS = 2.0
 
 
 def current_client(collections: list | None = None) -> Any:
@@ -71,8 +99,188 @@ def check_workers(client: Any = None, collections: list | None = None) -> None:
             f"process runs daskem {ours}. Install daskem {ours} in the workers' "
             "environment (the same image or environment as the client's)."
         )
+    if imports:
+        # The modules of every pass (kernels, passes, SciPy's linear algebra), loaded now
+        # rather than by a worker's first task: a worker that imports them while its first
+        # chunks are read holds several chunks at once (on 256 MiB workers, a peak of 100%).
+        client.run(importlib.import_module, PASS_MODULES, workers=list(imports), on_error="return")
 
 
 def _some(addresses: list[str], shown: int = 3) -> str:
     more = len(addresses) - shown
     return ", ".join(addresses[:shown]) + (f" and {more} more" if more > 0 else "")
+
+
+# --------------------------------------------------------------------------
+# The no-workers watchdog
+# --------------------------------------------------------------------------
+
+
+class NoWorkersError(RuntimeError):
+    """The cluster had no worker for longer than the no-workers timeout.
+
+    Attributes
+    ----------
+    scheduler : str
+        The scheduler's address.
+    waited : float
+        Seconds the computation waited without any worker.
+    timeout : float
+        The no-workers timeout, in seconds.
+    """
+
+    def __init__(self, scheduler: str, waited: float, timeout: float, reachable: bool = True):
+        self.scheduler, self.waited, self.timeout, self.reachable = scheduler, waited, timeout, reachable
+        where = (f"the scheduler {scheduler} had no worker" if reachable
+                 else f"the scheduler {scheduler} could not be reached")
+        super().__init__(
+            f"{where} for {waited:.0f} s, longer than the no-workers timeout of {timeout:g} s: "
+            "the computation was stopped. Start workers (or check the scheduler) and run it again; "
+            "a `daskem fit --checkpoint DIR --resume` continues from its last iteration"
+        )
+
+    def __reduce__(self):
+        return type(self), (self.scheduler, self.waited, self.timeout, self.reachable)
+
+
+def no_workers_timeout(timeout: float | None = None) -> float:
+    """The no-workers timeout in seconds: ``timeout`` if given, else the Dask config setting.
+
+    The setting is ``daskem.no-workers-timeout`` (default 300 s); ``None``
+    there, or ``math.inf``, means no timeout (wait for workers forever).
+    """
+    if timeout is None:
+        value = dask.config.get(NO_WORKERS_TIMEOUT_KEY, DEFAULT_NO_WORKERS_TIMEOUT)
+        if value is None or value is False:
+            return math.inf
+        timeout = parse_timedelta(value, default="seconds")
+    timeout = float(timeout)
+    if not timeout > 0:
+        raise ValueError(f"the no-workers timeout must be a positive number of seconds, got {timeout!r}")
+    return timeout
+
+
+_active = threading.local()
+
+
+@contextlib.contextmanager
+def no_workers_watch(timeout: float | None = None, collections: list | None = None) -> Iterator[None]:
+    """Stop what runs in the block once the cluster has had no worker for ``timeout`` s.
+
+    A no-op without a distributed client (local schedulers), with no
+    timeout, and inside another watch of this thread (the outer one's
+    timeout applies). Otherwise a thread asks the scheduler for its workers
+    every few seconds; once it has seen none for ``timeout`` seconds (a
+    cluster that never had a worker counts from the start of the block), it
+    cancels the futures created since the block began, which ends the
+    computation waiting on them, and the block raises
+    :class:`NoWorkersError`. Workers that come back before the timeout
+    reset the clock: the computation goes on. (Futures that other threads
+    create on the same client meanwhile are cancelled too: with no worker
+    for that long, they could not have run either.) A scheduler that does
+    not answer counts as one without workers.
+
+    Parameters
+    ----------
+    timeout : float, optional
+        Seconds; by default :func:`no_workers_timeout` (the
+        ``daskem.no-workers-timeout`` Dask setting, 300 s unless set).
+    collections : list, optional
+        What will be computed: the client is the one that would compute
+        them (see :func:`current_client`).
+
+    Raises
+    ------
+    NoWorkersError
+        The cluster had no worker for longer than the timeout.
+    """
+    if getattr(_active, "on", False):
+        yield
+        return
+    seconds = no_workers_timeout(timeout)
+    client = current_client(collections) if math.isfinite(seconds) else None
+    if client is None:
+        yield
+        return
+    watchdog = _Watchdog(client, seconds)
+    _active.on = True
+    watchdog.start()
+    try:
+        yield
+    except Exception as error:
+        watchdog.stop()
+        if watchdog.fired is not None:
+            raise watchdog.error() from error
+        raise
+    finally:
+        _active.on = False
+        watchdog.stop()
+
+
+class _Watchdog:
+    """The thread behind :func:`no_workers_watch`."""
+
+    def __init__(self, client: Any, timeout: float):
+        self.client, self.timeout = client, timeout
+        self.interval = min(POLL_SECONDS, max(timeout / 4, 0.05))
+        self.before = set(client.futures)
+        self.fired: float | None = None  # seconds without workers when it fired
+        self.reached = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="daskem-no-workers-watch", daemon=True)
+        try:
+            self.scheduler = client.scheduler.address
+        except Exception:  # noqa: BLE001 - only for the message
+            self.scheduler = "(unknown address)"
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def error(self) -> NoWorkersError:
+        return NoWorkersError(self.scheduler, self.fired, self.timeout, self.reached)
+
+    def _workers(self) -> int | None:
+        """Workers the scheduler has now, or None when it did not answer in time."""
+        try:
+            n = len(self.client.nthreads(callback_timeout=max(self.interval, 1.0)))
+        except Exception:  # noqa: BLE001 - an unreachable scheduler counts as no worker
+            return None
+        self.reached = True
+        return n
+
+    def _run(self) -> None:
+        since = None
+        while True:
+            n = self._workers()
+            now = time.monotonic()
+            if n:
+                since = None
+            else:
+                since = now if since is None else since
+                if now - since >= self.timeout:
+                    if self.fired is None:
+                        self.fired = now - since
+                        logger.info("no workers for %.0f s at %s: stopping the computation",
+                                    self.fired, self.scheduler)
+                    # futures of this computation, including any made after firing
+                    self._cancel_new()
+            if self._stop.wait(self.interval):
+                return
+
+    def _cancel_new(self) -> None:
+        from distributed import Future
+
+        keys = [k for k in list(self.client.futures) if k not in self.before]
+        if not keys:
+            return
+        try:
+            self.client.cancel([Future(k, self.client) for k in keys],
+                               reason="no-workers-timeout",
+                               msg=f"no worker for longer than {self.timeout:g} s")
+        except Exception:  # noqa: BLE001 - the client may be closing; the block raises anyway
+            pass

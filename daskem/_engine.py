@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import inspect
+import logging
 import time
 import warnings
 from collections.abc import Callable, Generator, Iterator, Mapping
@@ -36,17 +37,20 @@ from . import _online
 from ._acceleration import CheckpointHook, squarem_steps
 from ._cluster import check_workers, no_workers_watch
 from ._model import MixtureFamily
-from ._passes import PassTally, drive
+from ._passes import Holes, PassTally, drive
 from ._registry import family_of
 from ._state import FitData, FitResult, FitState, OnlineState, RunResult
 from ._validation import (
+    DataSummary,
     as_dask_array,
     check_fitted_input,
     check_sample_weight,
-    data_summary,
     is_dask_collection,
+    summarise_data,
 )
 from .io._cache import cache_data
+
+logger = logging.getLogger("daskem")
 
 IterationHook = Callable[[int, float, float, Any, float], None]
 """``on_iteration(n_iter, lower_bound, change, parameters, seconds)`` after each iteration."""
@@ -176,8 +180,9 @@ def prepare_data(
     """
     check_workers()
     name = type(estimator).__name__
+    allow_missing = family.missing != "raise"
     if is_dask_collection(X):
-        Xd, _, names = as_dask_array(X, name, ensure_min_samples=2)
+        Xd, _, names = as_dask_array(X, name, ensure_min_samples=2, allow_nan=allow_missing)
         estimator.n_features_in_ = Xd.shape[1]
         if names is not None and not all(isinstance(n, str) for n in names):
             names = None
@@ -185,18 +190,33 @@ def prepare_data(
         family.check(Xd.shape[0], Xd.shape[1])
         Xd = cache_data(Xd, cache)
         weights = check_sample_weight(sample_weight, Xd)
-        shift = data_summary(Xd)
+        summary = summarise_data(Xd, weights, allow_missing, names)
     else:
-        Xn = validate_data(estimator, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        Xn = validate_data(estimator, X, dtype=[np.float64, np.float32], ensure_min_samples=2,
+                           ensure_all_finite="allow-nan" if allow_missing else True)
         names = getattr(estimator, "feature_names_in_", None)
         family.check(Xn.shape[0], Xn.shape[1])
-        shift = np.mean(Xn, axis=0, dtype=np.float64)
-        Xd = cache_data(as_dask_array(Xn, name)[0], cache)
+        Xd = cache_data(as_dask_array(Xn, name, allow_nan=allow_missing)[0], cache)
         weights = check_sample_weight(sample_weight, Xd)
-    total_weight = Xd.shape[0] if weights is None else float(weights.sum().compute())
+        if allow_missing and np.isnan(Xn).any():
+            summary = summarise_data(Xd, weights, True, names)
+        else:  # in memory: NumPy's own mean
+            total = Xd.shape[0] if weights is None else float(weights.sum().compute())
+            summary = DataSummary(np.mean(Xn, axis=0, dtype=np.float64), 0, total, total)
+    holes, total_weight = None, summary.observed_weight
+    if summary.n_missing:
+        holes = Holes(family.missing, summary.shift)
+        if family.missing == "drop":
+            total_weight = summary.complete_weight
+            logger.info("missing='drop': fitting on the complete rows (weight %g); the rows with "
+                        "missing values (weight %g) are left out", total_weight,
+                        summary.observed_weight - total_weight)
+            if total_weight <= 0:
+                raise ValueError("missing='drop' leaves no complete row to fit: every row has a "
+                                 "missing value (try missing='marginalize').")
     if total_weight <= 0:
         raise ValueError("sample_weight sums to zero: no row carries any weight.")
-    return FitData(Xd, shift, weights, total_weight, names)
+    return FitData(Xd, summary.shift, weights, total_weight, names, holes)
 
 
 def new_tally(data: FitData, resume: FitState | None = None) -> PassTally:
@@ -327,7 +347,7 @@ def fit_steps(
             params, lower_bound = resume.parameters, resume.lower_bound
             history = (list(resume.lower_bounds), list(resume.seconds))
         elif warm is None:
-            params = yield from tally.count(family.initialization_steps(data, rng))
+            params = yield from tally.count(family.initialization_steps(data, rng, init))
             lower_bound = -np.inf
         else:
             params, lower_bound = warm.parameters, warm.lower_bound
@@ -383,23 +403,23 @@ def _checkpoint_hook(state: FitState, tally: PassTally, on_state: StateHook | No
 
 def _initial_parameters_on(
     family: MixtureFamily, X: Any, sample_weight: Any, shift: np.ndarray,
-    rng: np.random.RandomState, tally: PassTally,
+    rng: np.random.RandomState, tally: PassTally, holes: Holes | None = None,
 ) -> Any:
     """Initial parameters from one batch of rows."""
     total = X.shape[0] if sample_weight is None else float(sample_weight.sum().compute())
-    batch = FitData(X, shift, sample_weight, total)
+    batch = FitData(X, shift, sample_weight, total, holes=holes)
     steps = tally.count(family.initialization_steps(batch, rng), rows=X.shape[0])
-    (params,) = drive(X, [steps], sample_weight)
+    (params,) = drive(X, [steps], sample_weight, holes=holes)
     return params
 
 
 def _online_update(
     family: MixtureFamily, settings: FitSettings, X: Any, sample_weight: Any, params: Any,
-    state: OnlineState | None, shift: np.ndarray, tally: PassTally,
+    state: OnlineState | None, shift: np.ndarray, tally: PassTally, holes: Holes | None = None,
 ) -> tuple[Any, OnlineState, float, float]:
     """One stepwise-EM update from a batch: (parameters, state, mean ll, batch weight)."""
     request, layout = family.statistics_request(params, shift, X.dtype)
-    batch_stats, weight = _online.batch_statistics(X, sample_weight, request, layout)
+    batch_stats, weight = _online.batch_statistics(X, sample_weight, request, layout, holes)
     tally.add(X.shape[0])
     state = _online.update(state, batch_stats, layout, shift,
                            settings.learning_offset, settings.learning_decay)
@@ -443,7 +463,7 @@ def fit_online(
             shift = state.shift
         else:
             shift = data.shift
-            params = _initial_parameters_on(family, *batch(order[0]), shift, rng, tally)
+            params = _initial_parameters_on(family, *batch(order[0]), shift, rng, tally, data.holes)
             state, lower_bound = None, -np.inf
         lower_bounds, seconds, converged, n_iter = [], [], False, 0
         for n_iter in range(1, settings.max_iter + 1):
@@ -453,7 +473,7 @@ def fit_online(
             loglik, weight = 0.0, 0.0
             for i in order:
                 params, state, batch_ll, batch_weight = _online_update(
-                    family, settings, *batch(i), params, state, shift, tally
+                    family, settings, *batch(i), params, state, shift, tally, data.holes
                 )
                 loglik += batch_ll * batch_weight
                 weight += batch_weight
@@ -580,7 +600,7 @@ def fit(
         else:
             steps = fit_steps(family, settings, data, tally=tally, warm=warm, resume=resume,
                               on_iteration=on_iteration, on_state=on_state)
-            (result,) = drive(data.X, [steps], data.sample_weight)
+            (result,) = drive(data.X, [steps], data.sample_weight, holes=data.holes)
         warn_if_not_converged(result, settings.max_iter)
         set_fitted(estimator, fitted_attributes(family, result, data, settings.max_iter))
     return result
@@ -609,22 +629,28 @@ def partial_fit(
             data = prepare_data(estimator, X, sample_weight, family, settings.cache)
             tally = new_tally(data)
             rng = check_random_state(settings.random_state)
-            params = _initial_parameters_on(family, data.X, data.sample_weight, data.shift, rng, tally)
+            params = _initial_parameters_on(family, data.X, data.sample_weight, data.shift, rng, tally,
+                                            data.holes)
             shift, previous_passes = data.shift, 0
         else:
-            Xd = check_fitted_input(estimator, X)
-            Xd = as_dask_array(Xd, type(estimator).__name__)[0] if isinstance(Xd, np.ndarray) else Xd
-            data_summary(Xd)  # finiteness
-            data = FitData(Xd, None, check_sample_weight(sample_weight, Xd), None)
-            tally = new_tally(data)
+            allow_missing = family.missing != "raise"
+            Xd = check_fitted_input(estimator, X, allow_nan=allow_missing)
+            if isinstance(Xd, np.ndarray):
+                Xd = as_dask_array(Xd, type(estimator).__name__, allow_nan=allow_missing)[0]
+            weights = check_sample_weight(sample_weight, Xd)
+            summary = summarise_data(Xd, weights, allow_missing)
             params = fitted_parameters(estimator, family)
             if online_state is not None:
                 shift = online_state.shift
             else:  # continuing a batch fit: the mixture's mean is near the data's
                 shift = params.weights @ params.means / np.sum(params.weights)
+            holes = Holes(family.missing, shift) if summary.n_missing else None
+            data = FitData(Xd, None, weights, None, holes=holes)
+            tally = new_tally(data)
             previous_passes = getattr(estimator, "n_passes_", 0)
         params, state, batch_ll, _ = _online_update(
-            family, settings, data.X, data.sample_weight, params, online_state, shift, tally
+            family, settings, data.X, data.sample_weight, params, online_state, shift, tally,
+            data.holes,
         )
         set_fitted(estimator, {
             **family.attributes(params, data.dtype),

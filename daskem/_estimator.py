@@ -18,9 +18,8 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _engine, _predict
-from ._kernels import chunk_predict, chunk_predict_proba, chunk_score_samples
 
-INIT_METHODS = ("k-means||", "kmeans", "k-means++", "random", "random_from_data")
+INIT_METHODS = ("auto", "k-means||", "kmeans", "k-means++", "random", "random_from_data", "hc")
 
 # The parameters every mixture estimator has, with scikit-learn's constraints.
 MIXTURE_CONSTRAINTS: dict = {
@@ -35,6 +34,7 @@ MIXTURE_CONSTRAINTS: dict = {
     "verbose": ["verbose"],
     "verbose_interval": [Interval(Integral, 1, None, closed="left")],
     "cache": [StrOptions({"auto"}), "boolean"],
+    "no_workers_timeout": [Interval(Real, 0.0, None, closed="neither"), None],
 }
 
 
@@ -77,7 +77,7 @@ class MixtureEstimator(DensityMixin, BaseEstimator):
         -------
         ndarray or dask.array.Array of shape (n_samples,)
         """
-        return _predict.apply_kernel(self, X, chunk_score_samples)
+        return _predict.apply_kernel(self, X, "score_samples")
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Mean per-row log-likelihood of X (weighted by ``sample_weight``)."""
@@ -86,11 +86,11 @@ class MixtureEstimator(DensityMixin, BaseEstimator):
 
     def predict(self, X: Any) -> Any:
         """Most probable component of each row of X (int64 labels)."""
-        return _predict.apply_kernel(self, X, chunk_predict, dtype=np.int64)
+        return _predict.apply_kernel(self, X, "predict", dtype=np.int64)
 
     def predict_proba(self, X: Any) -> Any:
         """Posterior probability of each component for each row of X."""
-        return _predict.apply_kernel(self, X, chunk_predict_proba, n_columns=self.n_components)
+        return _predict.apply_kernel(self, X, "predict_proba", n_columns=self.n_components)
 
     def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Draw samples from the fitted mixture, grouped by component.

@@ -15,14 +15,29 @@ from typing import Any
 
 import numpy as np
 
-from . import _covariance
+from . import _covariance, _mclust
 from ._covariance import (
+    COVARIANCE_TYPES,
     covariances_from_statistics,
     overflow_error,
     precision_cholesky,
 )
 from ._initialization import initial_statistics_steps
-from ._kernels import StatisticsLayout, chunk_statistics, kernel_parameters
+from ._kernels import (
+    PREDICTIONS,
+    StatisticsLayout,
+    chunk_statistics,
+    kernel_parameters,
+)
+from ._missing import (
+    impute_chunk,
+    missing_chunk_statistics,
+    missing_predict,
+    missing_predict_proba,
+    missing_score_samples,
+    missing_scores,
+    missing_statistics_context,
+)
 from ._model import MixtureFamily
 from ._passes import PassRequest
 from ._state import FitData, MixtureParameters
@@ -34,6 +49,76 @@ from ._validation import (
 )
 
 PARAMETER_ATTRIBUTES = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+DECOMPOSITION_ATTRIBUTES = ("volumes_", "shapes_", "orientations_")
+
+_MISSING_PREDICTIONS = {"score_samples": missing_score_samples, "predict": missing_predict,
+                        "predict_proba": missing_predict_proba, "scores": missing_scores}
+
+# Every covariance_type name: scikit-learn's four and mclust's fourteen.
+COVARIANCE_NAMES = COVARIANCE_TYPES + _mclust.MODELS
+# The kernel (statistics layout) that serves each of mclust's models: the
+# diagonal and spherical ones need only the diagonal or the trace of the
+# scatter matrices, so they run the cheaper kernels.
+_MCLUST_KERNEL = {"EII": "spherical", "EEI": "diag", "VEI": "diag", "EVI": "diag"}
+
+
+def resolve_covariance(name: str) -> tuple[str, str | None]:
+    """(kernel type, mclust model or None) of a covariance_type name.
+
+    scikit-learn's four types and their mclust names (VII, VVI, EEE, VVV)
+    are the same model, fitted and shaped the same way: no mclust model.
+    """
+    if name in COVARIANCE_TYPES:
+        return name, None
+    if name in _mclust.SKLEARN_EQUIVALENT:
+        return _mclust.SKLEARN_EQUIVALENT[name], None
+    if name not in _mclust.MODELS:
+        raise ValueError(f"unknown covariance_type {name!r}")
+    return _MCLUST_KERNEL.get(name, "full"), name
+
+
+def _as_full(array: np.ndarray, kernel: str) -> np.ndarray:
+    """(K, d, d) matrices from a kernel layout's covariances (or precision factors)."""
+    if kernel == "full":
+        return array
+    if kernel == "diag":
+        return np.stack([np.diag(a) for a in array])
+    raise ValueError(f"no full form for {kernel!r} here")  # pragma: no cover
+
+
+def _from_full(array: np.ndarray, kernel: str) -> np.ndarray:
+    """A kernel layout's covariances (or precision factors) from (K, d, d) matrices."""
+    if kernel == "full":
+        return array
+    diagonals = np.diagonal(array, axis1=1, axis2=2)
+    return diagonals.copy() if kernel == "diag" else diagonals[:, 0].copy()
+
+
+def _expand(array: np.ndarray, kernel: str, n_features: int) -> np.ndarray:
+    if kernel == "spherical":
+        return array[:, None, None] * np.eye(n_features)
+    return _as_full(array, kernel)
+
+
+def _mclust_covariances(model, kernel, resp_sums, counts, shifted_means, second, reg_covar, previous):
+    """An mclust model's M-step from the kernel's statistics: (covariances in the kernel's
+    layout, the decomposition fields)."""
+    d = shifted_means.shape[1]
+    # the centred scatter W_k = counts_k * (the unconstrained covariance)
+    unconstrained = covariances_from_statistics(kernel, resp_sums, counts, shifted_means, second, 0.0)
+    scatter = _expand(unconstrained, kernel, d) * counts[:, None, None]
+    result = _mclust.m_step_covariances(model, counts, scatter, reg_covar, previous)
+    decomposition = {"volumes": result.volumes, "shapes": result.shapes,
+                     "orientations": result.orientations}
+    return _from_full(result.covariances, kernel), decomposition
+
+
+def _previous(parameters: MixtureParameters | None, kernel: str) -> _mclust.MclustCovariances | None:
+    if parameters is None or parameters.volumes is None:
+        return None
+    d = parameters.means.shape[1]
+    return _mclust.MclustCovariances(_expand(parameters.covariances, kernel, d), parameters.volumes,
+                                     parameters.shapes, parameters.orientations)
 
 
 def _statistics_func(block, ctx, row_start, sample_weight):
@@ -85,6 +170,8 @@ def m_step(
     float32: bool = False,
     normalise: bool = True,
     n_samples: float | None = None,
+    model: str | None = None,
+    previous: MixtureParameters | None = None,
 ) -> MixtureParameters:
     """New parameters from summed statistics.
 
@@ -106,6 +193,12 @@ def m_step(
         (initialisation, scikit-learn's convention).
     n_samples : float, optional
         Divisor of the weights when ``normalise`` is False.
+    model : str, optional
+        One of mclust's models served by the layout's kernel (see
+        :func:`resolve_covariance`); None for scikit-learn's M-step.
+    previous : MixtureParameters, optional
+        The parameters the statistics were computed under: mclust's iterative
+        M-steps start from their decomposition.
 
     Returns
     -------
@@ -117,34 +210,49 @@ def m_step(
     resp_sums, s1, s2, _, _ = layout.unpack(stats)
     counts = resp_sums + 10 * eps
     shifted_means = s1 / counts[:, None]
-    covariances = covariances_from_statistics(
-        layout.covariance_type, resp_sums, counts, shifted_means, s2, reg_covar
-    )
-    prec_chol = precision_cholesky(covariances, layout.covariance_type, float32)
+    kernel = layout.covariance_type
+    decomposition = {}
+    if model is None:
+        covariances = covariances_from_statistics(kernel, resp_sums, counts, shifted_means, s2, reg_covar)
+    else:
+        covariances, decomposition = _mclust_covariances(
+            model, kernel, resp_sums, counts, shifted_means, s2, reg_covar, _previous(previous, kernel)
+        )
+    prec_chol = precision_cholesky(covariances, kernel, float32)
     weights = counts / (counts.sum() if normalise else n_samples)
-    return MixtureParameters(weights, shifted_means + shift, covariances, prec_chol)
+    return MixtureParameters(weights, shifted_means + shift, covariances, prec_chol, **decomposition)
 
 
 @dataclasses.dataclass(frozen=True)
 class GaussianFamily(MixtureFamily):
-    """Gaussian mixtures fitted by EM, with scikit-learn's four covariance types.
+    """Gaussian mixtures fitted by EM: scikit-learn's four covariance types and mclust's 14 models.
 
     Parameters
     ----------
-    n_components, covariance_type, reg_covar, init_params
+    n_components, covariance_type, reg_covar, init_params, hc_sample_size
         As in :class:`daskem.GaussianMixture`.
     weights_init, means_init, precisions_init : array-like or None
         User-given initial values, as the user gave them (checked against
         the data's shape by :meth:`check`).
+
+    Notes
+    -----
+    Every name is served by one of the four kernels (:func:`resolve_covariance`):
+    mclust's VII, VVI, EEE and VVV are scikit-learn's spherical, diag, tied
+    and full outright; the ten other models keep their covariances in the
+    kernel's layout inside and show them as (K, d, d) attributes, with their
+    volumes, shapes and orientations.
     """
 
     n_components: int
     covariance_type: str = "full"
     reg_covar: float = 1e-6
-    init_params: str = "k-means||"
+    init_params: str = "auto"
     weights_init: Any = None
     means_init: Any = None
     precisions_init: Any = None
+    hc_sample_size: int = 2000
+    missing: str = "raise"
     supports_online = True
 
     @classmethod
@@ -153,16 +261,30 @@ class GaussianFamily(MixtureFamily):
         names = [f.name for f in dataclasses.fields(cls)]
         return cls(**{name: params[name] for name in names if name in params})
 
+    @property
+    def kernel_type(self) -> str:
+        """The covariance layout of the kernel and statistics (scikit-learn's four types)."""
+        return resolve_covariance(self.covariance_type)[0]
+
+    @property
+    def model(self) -> str | None:
+        """mclust's model, where it is not one of scikit-learn's four types."""
+        return resolve_covariance(self.covariance_type)[1]
+
     # ------------------------------------------------------------ checks
 
     def given_parameters(self, n_features: int) -> tuple[Any, Any, Any]:
-        """The user's initial weights, means and precisions, checked (float64) or None."""
+        """The user's initial weights, means and precisions, checked (float64) or None.
+
+        Precisions come in the attributes' shape: (K, d, d) for mclust's models.
+        """
         k = self.n_components
+        shape_type = self.kernel_type if self.model is None else "full"
         return (
             None if self.weights_init is None else check_weights_init(self.weights_init, k),
             None if self.means_init is None else check_means_init(self.means_init, k, n_features),
             None if self.precisions_init is None else check_precisions_init(
-                self.precisions_init, self.covariance_type, k, n_features
+                self.precisions_init, shape_type, k, n_features
             ),
         )
 
@@ -173,16 +295,44 @@ class GaussianFamily(MixtureFamily):
     # ---------------------------------------------------------------- EM
 
     def statistics_request(self, parameters, shift, dtype):
-        return statistics_request(parameters, self.covariance_type, shift, dtype)
+        if self.missing != "marginalize":
+            return statistics_request(parameters, self.kernel_type, shift, dtype)
+        # rows with holes: their observed coordinates' marginal densities and the conditional
+        # moments of the missing ones (complete rows take the same kernel as above)
+        layout = StatisticsLayout(self.kernel_type, *parameters.means.shape)
+        ctx = self._missing_context(parameters, shift, dtype, layout)
+        return PassRequest(missing_chunk_statistics, ctx, layout.size, holes=True), layout
+
+    def _missing_context(self, parameters, shift, dtype, layout=None):
+        return missing_statistics_context(
+            parameters.weights, parameters.means, parameters.covariances,
+            parameters.precisions_cholesky, self.kernel_type, shift, dtype, layout,
+        )
 
     def update(self, stats, layout, parameters, shift, dtype):
         _, _, _, loglik_sum, total_weight = layout.unpack(stats)
         new = m_step(
-            stats, layout, shift, self.reg_covar, np.finfo(dtype).eps, np.dtype(dtype) == np.float32
+            stats, layout, shift, self.reg_covar, np.finfo(dtype).eps, np.dtype(dtype) == np.float32,
+            model=self.model, previous=parameters,
         )
         return new, loglik_sum / total_weight
 
-    def initialization_steps(self, data: FitData, rng: np.random.RandomState) -> Generator:
+    def init_method(self, init: int, weighted: bool = False) -> str:
+        """The initialisation method of restart ``init``.
+
+        ``init_params='auto'`` is 'k-means||' for scikit-learn's names; for
+        mclust's names it is mclust's hierarchical clustering ('hc') for the
+        first start, which finds the starts mclust's fits are known by, and
+        'k-means||' for the restarts, which vary (hc of the same rows would
+        give the same start again). With sample weights, which 'hc' does not
+        take, it is 'k-means||' throughout.
+        """
+        if self.init_params != "auto":
+            return self.init_params
+        mclust_name = self.covariance_type in _mclust.MODELS
+        return "hc" if mclust_name and init == 0 and not weighted else "k-means||"
+
+    def initialization_steps(self, data: FitData, rng: np.random.RandomState, init: int = 0) -> Generator:
         """Initial parameters by ``init_params``, user-given values overriding.
 
         As in scikit-learn, the method's responsibilities become a mixture by
@@ -190,47 +340,63 @@ class GaussianFamily(MixtureFamily):
         weight, with sample weights).
         """
         weights_init, means_init, precisions_init = self.given_parameters(data.n_features)
+        kernel = self.kernel_type
         if weights_init is None or means_init is None or precisions_init is None:
+            method = self.init_method(init, weighted=data.sample_weight is not None)
             stats, layout = yield from initial_statistics_steps(
-                self.init_params, data, self.n_components, self.covariance_type, rng
+                method, data, self.n_components, kernel, rng, hc_sample_size=self.hc_sample_size,
             )
             params = m_step(
                 stats, layout, data.shift, self.reg_covar, np.finfo(data.dtype).eps,
                 data.dtype == np.float32, normalise=False, n_samples=data.total_weight,
+                model=self.model,
             )
         else:
             params = MixtureParameters(None, None, None, None)
+        if weights_init is None and means_init is None and precisions_init is None:
+            return params
         weights, means, covariances, prec_chol = params.as_tuple()
         if weights_init is not None:
             weights = weights_init
         if means_init is not None:
             means = means_init
         if precisions_init is not None:
-            prec_chol = _covariance.precision_cholesky_from_precisions(
-                precisions_init, self.covariance_type
-            )
-            covariances = _covariance.covariances_from_cholesky(prec_chol, self.covariance_type)
+            if self.model is not None:
+                precisions_init = _from_full(precisions_init, kernel)
+            prec_chol = _covariance.precision_cholesky_from_precisions(precisions_init, kernel)
+            covariances = _covariance.covariances_from_cholesky(prec_chol, kernel)
         return MixtureParameters(weights, means, covariances, prec_chol)
 
     # ------------------------------------------------- model and attributes
 
     def n_parameters(self, n_features: int) -> int:
-        return _covariance.n_parameters(self.covariance_type, self.n_components, n_features)
+        if self.model is not None:
+            return _mclust.n_parameters(self.model, self.n_components, n_features)
+        return _covariance.n_parameters(self.kernel_type, self.n_components, n_features)
 
     @property
     def parameter_attributes(self) -> tuple[str, ...]:
-        return PARAMETER_ATTRIBUTES
+        return PARAMETER_ATTRIBUTES + (DECOMPOSITION_ATTRIBUTES if self.model is not None else ())
 
     def attributes(self, parameters: MixtureParameters, dtype: Any = np.float64) -> dict[str, np.ndarray]:
-        attributes = {
-            "weights_": parameters.weights,
-            "means_": parameters.means,
-            "covariances_": parameters.covariances,
-            "precisions_cholesky_": parameters.precisions_cholesky,
-            "precisions_": _covariance.precisions_from_cholesky(
-                parameters.precisions_cholesky, self.covariance_type
-            ),
-        }
+        kernel, d = self.kernel_type, parameters.means.shape[1]
+        covariances, prec_chol = parameters.covariances, parameters.precisions_cholesky
+        attributes = {"weights_": parameters.weights, "means_": parameters.means}
+        if self.model is None:
+            attributes.update(
+                covariances_=covariances, precisions_cholesky_=prec_chol,
+                precisions_=_covariance.precisions_from_cholesky(prec_chol, kernel),
+            )
+        else:
+            full_chol = _expand(prec_chol, kernel, d)
+            decomposition = (parameters.volumes, parameters.shapes, parameters.orientations)
+            if decomposition[0] is None:  # parameters given by the user
+                decomposition = _mclust.decompose(_expand(covariances, kernel, d))
+            attributes.update(
+                covariances_=_expand(covariances, kernel, d), precisions_cholesky_=full_chol,
+                precisions_=_covariance.precisions_from_cholesky(full_chol, "full"),
+                volumes_=decomposition[0], shapes_=decomposition[1], orientations_=decomposition[2],
+            )
         return {name: np.asarray(value, dtype=dtype) for name, value in attributes.items()}
 
     def parameters_from(self, attributes: Mapping[str, Any]) -> MixtureParameters:
@@ -243,19 +409,26 @@ class GaussianFamily(MixtureFamily):
         k, d = means.shape
         if k != self.n_components:
             raise ValueError(f"{k} components in the arrays, {self.n_components} in the parameters")
-        shape = _covariance.covariance_shape(self.covariance_type, k, d)
+        kernel = self.kernel_type
+        shape = _covariance.covariance_shape(kernel if self.model is None else "full", k, d)
         for name, a in (("covariances_", covariances), ("precisions_cholesky_", prec_chol)):
             if a.shape != shape:
                 raise ValueError(
                     f"{name} has shape {a.shape}, expected {shape} for {self.covariance_type!r}"
                 )
-        return MixtureParameters(weights, means, covariances, prec_chol)
+        if self.model is None:
+            return MixtureParameters(weights, means, covariances, prec_chol)
+        decomposition = [attributes.get(name) for name in DECOMPOSITION_ATTRIBUTES]
+        decomposition = [None if a is None else np.asarray(a, dtype=np.float64) for a in decomposition]
+        return MixtureParameters(weights, means, _from_full(covariances, kernel),
+                                 _from_full(prec_chol, kernel), *decomposition)
 
     def to_unconstrained(self, parameters: MixtureParameters) -> np.ndarray:
         """log weights, means, and the covariances' Cholesky factors with log diagonals."""
+        kernel = self.kernel_type
         cov = np.asarray(parameters.covariances, dtype=np.float64)
-        if self.covariance_type in ("full", "tied"):
-            stack = cov if self.covariance_type == "full" else cov[None]
+        if kernel in ("full", "tied"):
+            stack = cov if kernel == "full" else cov[None]
             chol = np.linalg.cholesky(stack)
             d = chol.shape[-1]
             diag = np.arange(d)
@@ -267,6 +440,7 @@ class GaussianFamily(MixtureFamily):
         return np.concatenate([np.log(parameters.weights), np.ravel(parameters.means), scale])
 
     def from_unconstrained(self, vector: np.ndarray, like: MixtureParameters) -> MixtureParameters:
+        kernel = self.kernel_type
         k, d = like.means.shape
         log_weights, rest = vector[:k], vector[k:]
         weights = np.exp(log_weights - log_weights.max())
@@ -274,31 +448,42 @@ class GaussianFamily(MixtureFamily):
         means, scale = rest[: k * d].reshape(k, d), rest[k * d :]
         with np.errstate(over="raise", invalid="raise"):
             try:
-                if self.covariance_type in ("full", "tied"):
-                    n = 1 if self.covariance_type == "tied" else k
+                if kernel in ("full", "tied"):
+                    n = 1 if kernel == "tied" else k
                     chol = np.zeros((n, d, d))
                     rows, cols = np.tril_indices(d)
                     chol[:, rows, cols] = scale.reshape(n, -1)
                     diag = np.arange(d)
                     chol[:, diag, diag] = np.exp(chol[:, diag, diag])
                     cov = chol @ np.swapaxes(chol, 1, 2)
-                    cov = cov if self.covariance_type == "full" else cov[0]
+                    cov = cov if kernel == "full" else cov[0]
                 else:
                     cov = np.exp(scale).reshape(np.shape(like.covariances))
             except FloatingPointError:
                 raise ValueError("extrapolated covariances overflow") from None
         if not (np.all(np.isfinite(means)) and np.all(np.isfinite(weights))):
             raise ValueError("extrapolated parameters are not finite")
-        return MixtureParameters(weights, means, cov, precision_cholesky(cov, self.covariance_type))
+        # the model's constraints come back with the M-step of the pass at this point;
+        # its decomposition is a good start for mclust's iterative M-steps
+        return MixtureParameters(weights, means, cov, precision_cholesky(cov, kernel),
+                                 like.volumes, like.shapes, like.orientations)
 
-    def kernel_parameters(self, parameters: MixtureParameters, dtype: np.dtype) -> dict:
+    def kernel_parameters(self, parameters: MixtureParameters, dtype: np.dtype,
+                          holes: bool = False) -> dict:
         # the mixture's mean is a good fixed centre for data it was fitted on
         shift = parameters.weights @ parameters.means / np.sum(parameters.weights)
+        if holes:
+            return self._missing_context(parameters, shift, dtype)
         return kernel_parameters(
             parameters.weights, parameters.means, parameters.precisions_cholesky,
-            self.covariance_type, shift, dtype,
+            self.kernel_type, shift, dtype,
         )
+
+    def prediction_function(self, kind: str, holes: bool = False) -> Any:
+        if kind == "impute":
+            return impute_chunk
+        return (_MISSING_PREDICTIONS if holes else PREDICTIONS)[kind]
 
     def sample(self, parameters, n_samples, rng):
         return sample_mixture(parameters.weights, parameters.means, parameters.covariances,
-                              self.covariance_type, n_samples, rng)
+                              self.kernel_type, n_samples, rng)

@@ -1,4 +1,4 @@
-"""Initial mixtures: k-means|| (default), kmeans, k-means++, random, random_from_data.
+"""Initial mixtures: k-means|| (default), kmeans, k-means++, random, random_from_data, hc.
 
 Every method ends the way scikit-learn's does: responsibilities (hard or soft),
 which the model family turns into a mixture by one M-step (see
@@ -13,6 +13,8 @@ Each method is a step generator (see :mod:`daskem._passes`): it yields its
 passes, so that many initialisations can share them.
 """
 
+import hashlib
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -20,7 +22,7 @@ from ._kernels import StatisticsLayout, accumulate_statistics
 from ._passes import PassRequest, RowsRequest
 
 # k-means|| (Bahmani et al. 2012): rounds of D^2 sampling, each one pass.
-KMEANS_PARALLEL_ROUNDS = 2
+KMEANS_PARALLEL_ROUNDS = 5
 # Lloyd iterations on the full data for init_params='kmeans' (as KMeans), and
 # the few that refine k-means|| centres before the first EM iteration.
 LLOYD_MAX_ITER = 300
@@ -182,7 +184,7 @@ def _means(counts, sums, previous):
     return np.where(counts[:, None] > 0, sums / np.maximum(counts, 1e-300)[:, None], previous)
 
 
-def kmeans_parallel_steps(n_samples, shift, n_components, rng, weighted, rounds=KMEANS_PARALLEL_ROUNDS):
+def kmeans_parallel_steps(n_samples, shift, n_components, rng, weighted, rounds=None):
     """Step generator: K centres by k-means|| (Bahmani et al. 2012).
 
     One row chosen uniformly (by weight, with sample weights), then
@@ -200,7 +202,7 @@ def kmeans_parallel_steps(n_samples, shift, n_components, rng, weighted, rounds=
         The data's mean variance over features.
     """
     seed, candidates = yield from _first_centre_steps(n_samples, shift, rng, weighted)
-    for r in range(rounds):
+    for r in range(KMEANS_PARALLEL_ROUNDS if rounds is None else rounds):
         new = yield from d2_sample_steps(shift, candidates, 2 * n_components, seed + r + 1)
         candidates = np.vstack([candidates, new])
     counts, sums, variance = yield from centre_sums_steps(shift, candidates)
@@ -269,18 +271,68 @@ def kmeans_plusplus_steps(n_samples, shift, n_components, rng, weighted):
     return centres
 
 
-def initial_statistics_steps(method, data, n_components, covariance_type, rng):
+_HC_CACHE: dict = {}
+
+
+def _hierarchical_labels(rows, n_components):
+    """The partition of ``rows`` into ``n_components`` groups by mclust's hierarchical clustering.
+
+    The merge sequence depends on the rows alone, not on the model fitted, so
+    it is kept for the last few row sets: a model-selection grid clusters its
+    sample once, not once per candidate and restart.
+    """
+    from ._hc import hierarchical_partitions
+
+    key = (hashlib.sha1(np.ascontiguousarray(rows).tobytes()).hexdigest(), rows.shape)
+    cached = _HC_CACHE.get(key)
+    if cached is None or len(cached) < min(n_components, len(rows)):
+        if len(_HC_CACHE) >= 4:
+            _HC_CACHE.clear()
+        cached = _HC_CACHE[key] = hierarchical_partitions(rows, n_components)
+    return cached[min(n_components, len(rows)) - 1]
+
+
+def hc_statistics_steps(data, n_components, covariance_type, rng, sample_size):
+    """Step generator: mclust's hierarchical initialisation on a random sample of rows.
+
+    mclust's model-based agglomerative clustering (the VVV criterion on
+    SVD-transformed data, mclust 6's defaults; :mod:`daskem._hc`) of at most
+    ``sample_size`` rows drawn uniformly (all rows if there are fewer), as
+    mclust's ``subset`` option does; the partition into ``n_components``
+    groups gives hard responsibilities on the sample, whose statistics are
+    scaled to the data's total weight (so the weights are the groups'
+    shares of the sample). Fetching the rows reads only the chunks that
+    hold them: no pass over the data.
+    """
+    if data.sample_weight is not None:
+        raise ValueError("init_params='hc' does not take sample weights; use 'k-means||' or 'kmeans'")
+    n_samples = data.X.shape[0]
+    size = min(n_samples, max(int(sample_size), n_components))
+    indices = np.sort(rng.choice(n_samples, size=size, replace=False)) if size < n_samples \
+        else np.arange(n_samples)
+    rows = (yield RowsRequest(indices)) - data.shift
+    labels = _hierarchical_labels(rows, n_components)
+    layout = StatisticsLayout(covariance_type, n_components, rows.shape[1])
+    out = np.zeros(layout.size)
+    accumulate_statistics(out, layout, rows, np.eye(n_components)[labels])
+    out[layout.offsets[4]] = size
+    return out * (data.total_weight / size), layout
+
+
+def initial_statistics_steps(method, data, n_components, covariance_type, rng, hc_sample_size=2000):
     """Step generator for the statistics of the initial responsibilities by ``method``.
 
     Parameters
     ----------
-    method : {'k-means||', 'kmeans', 'k-means++', 'random', 'random_from_data'}
+    method : {'k-means||', 'kmeans', 'k-means++', 'random', 'random_from_data', 'hc'}
     data : FitData
         The data (its shape, shift and whether it carries sample weights).
     n_components : int
     covariance_type : str
         Which second moments to gather (a :class:`StatisticsLayout` type).
     rng : numpy.random.RandomState
+    hc_sample_size : int
+        Rows clustered by 'hc'.
 
     Returns
     -------
@@ -289,7 +341,8 @@ def initial_statistics_steps(method, data, n_components, covariance_type, rng):
     layout : StatisticsLayout
     """
     n_samples = data.X.shape[0]
-    shift, weighted = data.shift, data.sample_weight is not None
+    # rows with missing values may weigh nothing: draw centres by weight then
+    shift, weighted = data.shift, data.sample_weight is not None or data.holes is not None
     if method in ("k-means||", "kmeans"):
         centres, variance = yield from kmeans_parallel_steps(n_samples, shift, n_components, rng, weighted)
         max_iter = LLOYD_MAX_ITER if method == "kmeans" else KMEANS_PARALLEL_LLOYD
@@ -304,6 +357,9 @@ def initial_statistics_steps(method, data, n_components, covariance_type, rng):
     elif method == "k-means++":
         rows = yield from kmeans_plusplus_steps(n_samples, shift, n_components, rng, weighted)
         stats, layout = _single_row_statistics(rows, covariance_type)
+    elif method == "hc":
+        stats, layout = yield from hc_statistics_steps(data, n_components, covariance_type, rng,
+                                                       hc_sample_size)
     elif method == "random_from_data":
         indices = rng.choice(n_samples, size=n_components, replace=False)
         rows = (yield RowsRequest(indices)) - shift

@@ -12,7 +12,7 @@ A block of ``n`` shifted rows z becomes a feature matrix ``F`` of
 (logical) shape ``(m, n)``:
 
 * full: ``[1; packed products z_a z_b, a <= b; z]``, m = 1 + d(d+1)/2 + d
-  (+ d/2 unused duplicate products for even d; see :class:`_Features`);
+  (+ d/2 unused duplicate products for even d; see :class:`daskem._features._Features`);
 * tied: ``[1; z]``, m = 1 + d (plus the shared ``sum z z^T``);
 * diag: ``[1; z; z^2]``, m = 1 + 2d;
 * spherical: ``[1; z; |z|^2]``, m = 1 + d + 1.
@@ -24,14 +24,24 @@ by :func:`kernel_parameters` (constants, linear terms and the packed
 precisions, off-diagonals counted twice; tied adds the shared |P^T z|^2).
 After an in-place log-sum-exp over the K rows, the responsibilities ``R``
 (K, n) give every statistic of the block in one more product ``R F^T``: its
-columns are N, the second moments and S1, which :class:`_Features` puts in
+columns are N, the second moments and S1, which :class:`daskem._features._Features` puts in
 the order of :class:`StatisticsLayout`. Full covariance stores F as one
 features-major buffer; the other types keep z and its squares in separate
 contiguous (n, .) arrays (each product above is then split along m), whose
 filling is three times cheaper than writing columns of one (n, m) buffer.
 Per row, full covariance costs about 2 K d^2 flops in two BLAS-3 products
 (against 4 K d^2 for the projection form scikit-learn uses), plus K
-exponentials.
+exponentials. For large d and small K that matrix of d(d+1)/2 products per
+row makes the kernel memory-bound, and the projection form of
+:mod:`daskem._projection` (the rows times all K Cholesky factors, then one
+symmetric product per component) is faster: :func:`full_covariance_form`
+chooses per (K, d, dtype) from a cost model (``kp["form"]``).
+
+The other types' products take the rows-major z and z^2 as the left
+operand, ``z @ Wt`` into a transposed view of L, with W's columns
+transposed once per iteration (``kp["Wt"]``): OpenBLAS runs that about twice
+as fast as ``W @ z.T`` when the block stays in the core's cache, which
+their block size (``daskem._features._ROWS_BLOCK_BYTES``) sees to.
 
 Why this shape (cProfile of the first version on one 100k-row chunk, full,
 d=16, K=16, one thread): 40% of the time in scipy's logsumexp (per-call
@@ -50,24 +60,26 @@ Statistics are returned as one flat float64 vector per chunk (layout in
 :class:`StatisticsLayout`) so that Dask's own tree reduction can add them up.
 """
 
-import functools
 import math
 import threading
 
 import numpy as np
 import scipy.sparse as sp
 
+from . import _projection
 from ._covariance import log_det_cholesky
+from ._features import _add_moments, _block_rows, _features, _weighted_products
+from ._projection import full_covariance_costs, full_covariance_form  # noqa: F401 (the cost model)
 
-# Bytes of the feature matrix of one row block; sized to stay in cache.
-_BLOCK_BYTES = 2 * 2**20
-_MIN_BLOCK_ROWS = 256
-_MAX_BLOCK_ROWS = 8192
 # Rows per float32 M-step product: float32 sums of at most this many terms
 # are added into the float64 accumulators. 1024 is as accurate as 512 (the
 # float32 E-step dominates the error) and fewer calls make float32 17% faster
 # on two threads (benchmarks/RESULTS.md).
 _FLOAT32_SUM_ROWS = 1024
+# Which form the full-covariance statistics take: None lets the cost model
+# choose (full_covariance_form); "packed" or "projection" forces one. For tests
+# and benchmarks; kernel_parameters(..., form=...) does the same per call.
+FULL_FORM = None
 # logs of the smallest responsibilities computed exactly (see _normalise_in_place):
 # exp of these is the smallest normal float64 / float32 value (about)
 _LOG_TINY = {"d": -708.0, "f": -87.0}
@@ -134,190 +146,11 @@ class StatisticsLayout:
         ).astype(np.float64)
 
 
-# ---------------------------------------------------------------- features
-
-
-class _Features:
-    """Layout of the feature matrix of a covariance type: m x n, logically.
-
-    Column ranges of W (and of G = R F^T) are split into *parts*, each one
-    logical (width, n) view of the block's features: :meth:`fill` returns
-    them as ``(lo, hi, view)`` triples, where a ``None`` view stands for the
-    row of ones (a broadcast add in the E-step, a row sum in the M-step).
-
-    Full covariance: one part, a features-major buffer (m_total, n). Row 0
-    is all ones and rows ``z_row .. z_row + d`` hold the shifted rows
-    transposed; before them come the products z_a z_b of every pair a <= b,
-    in *cyclic* order: product (s, j) = z_j z_{(j+s) mod d} for offsets s =
-    0 .. d//2, which a single broadcast multiplication of z with a strided
-    view of [z; z[:d//2]] computes (instead of one call per row of the
-    triangle). For even d the last offset repeats d/2 pairs; those get a
-    zero coefficient in the E-step and are skipped by the M-step. Rows past
-    ``m`` (the cyclic extension) are scratch and take no part in products.
-
-    Other types: parts ones [0, 1), z [1, 1 + d) and, for diag and
-    spherical, z^2 or |z|^2 [1 + d, m), each a contiguous rows-major (n, .)
-    array, seen transposed.
-    """
-
-    def __init__(self, covariance_type, d):
-        self.covariance_type, self.d = covariance_type, d
-        self.features_major = covariance_type == "full"
-        if covariance_type == "full":
-            self.n_offsets = s_count = d // 2 + 1
-            self.z_row = 1 + s_count * d
-            self.m = self.z_row + d
-            self.m_total = self.m + s_count - 1
-            s_idx, j_idx = np.divmod(np.arange(s_count * d), d)
-            a, b = j_idx, (j_idx + s_idx) % d
-            self.keep = ~((2 * s_idx == d) & (j_idx >= d - s_idx))
-            lo, hi = np.minimum(a, b), np.maximum(a, b)
-            self.pair = (lo, hi)
-            # position of pair (lo, hi) in np.triu_indices(d) order, and the
-            # column of G (R F^T) that holds each packed upper-triangle entry
-            triu_pos = lo * d - lo * (lo - 1) // 2 + (hi - lo)
-            self.packed_source = np.empty(d * (d + 1) // 2, dtype=np.intp)
-            self.packed_source[triu_pos[self.keep]] = 1 + np.flatnonzero(self.keep)
-        else:
-            self.z_row = 1
-            self.extra = {"tied": 0, "diag": d, "spherical": 1}[covariance_type]
-            self.m = self.m_total = 1 + d + self.extra
-
-    def workspace_arrays(self, n, dtype):
-        """Buffers for n rows: the features-major buffer, or z and its squares."""
-        if self.features_major:
-            return {"F": np.empty((self.m_total, n), dtype=dtype)}
-        arrays = {"z": np.empty((n, self.d), dtype=dtype)}
-        if self.extra:
-            arrays["extra"] = np.empty((n, self.extra), dtype=dtype)
-        return arrays
-
-    def product_views(self, F):
-        """(z, shifted, out) views of a features-major buffer for :meth:`fill`:
-        out[s, j] = z[j] * shifted[s, j] = z_j z_{(j+s) mod d}."""
-        d, zr, s_count = self.d, self.z_row, self.n_offsets
-        n = F.shape[1]
-        row, col = F.strides
-        # np.ndarray over the buffer: much cheaper than as_strided
-        shifted = np.ndarray(
-            (s_count, d, n), dtype=F.dtype, buffer=F, offset=zr * row, strides=(row, row, col)
-        )
-        return F[zr : zr + d][None], shifted, F[1:zr].reshape(s_count, d, n)
-
-    def fill(self, ws, block, shift):
-        """Features of n raw rows into workspace ``ws``.
-
-        Returns
-        -------
-        parts : list of (lo, hi, view or None)
-            See the class docstring.
-        z : ndarray (d, n)
-            The shifted rows, transposed (a view).
-        """
-        d, zr = self.d, self.z_row
-        if self.features_major:
-            F = ws.F
-            F[0] = 1.0
-            # computed in float64 (shift is float64), rounded once to F's dtype
-            np.subtract(block.T, shift[:, None], out=F[zr : zr + d], casting="same_kind")
-            s_count = self.n_offsets
-            F[zr + d : zr + d + s_count - 1] = F[zr : zr + s_count - 1]
-            np.multiply(*ws.products)
-            return [(0, self.m, F[: self.m])], F[zr : zr + d]
-        z = ws.z
-        np.subtract(block, shift, out=z, casting="same_kind")
-        parts = [(0, 1, None), (1, 1 + d, z.T)]
-        if self.covariance_type == "diag":
-            np.multiply(z, z, out=ws.extra)
-        elif self.covariance_type == "spherical":
-            np.einsum("ij,ij->i", z, z, out=ws.extra[:, 0])
-        if self.extra:
-            parts.append((1 + d, self.m, ws.extra.T))
-        return parts, z.T
-
-    def coefficients(self, const, linear, second):
-        """W (K, m) from the constant, linear (K, d) and second-order terms.
-
-        ``second``: full (K, d, d) precisions, diag (K, d), spherical (K,);
-        the quadratic coefficient is -1/2 times it.
-        """
-        k, d, zr = len(const), self.d, self.z_row
-        W = np.zeros((k, self.m))
-        W[:, 0] = const
-        W[:, zr : zr + d] = linear
-        cov = self.covariance_type
-        if cov == "full":
-            lo, hi = self.pair
-            # off-diagonal entries of <z z^T, L> appear twice
-            coef = np.where(lo == hi, -0.5, -1.0) * second[:, lo, hi]
-            W[:, 1:zr] = np.where(self.keep, coef, 0.0)
-        elif cov == "diag":
-            W[:, 1 + d :] = -0.5 * second
-        elif cov == "spherical":
-            W[:, 1 + d] = -0.5 * second
-        return W
-
-    def add_statistics(self, out, layout, G, second=None):
-        """Add a (K, m) product R F^T (and tied's shared z z^T) to ``out``."""
-        o = layout.offsets
-        d, zr = self.d, self.z_row
-        out[o[0] : o[1]] += G[:, 0]
-        out[o[1] : o[2]] += G[:, zr : zr + d].ravel()
-        cov = self.covariance_type
-        if cov == "full":
-            out[o[2] : o[3]] += np.take(G, self.packed_source, axis=1).ravel()
-        elif cov == "tied":
-            out[o[2] : o[3]] += second.ravel()
-        else:
-            out[o[2] : o[3]] += G[:, 1 + d :].ravel()
-
-
-def _weighted_products(W, parts, out, tmp=None):
-    """out = W F for the parts of a block's features (out and tmp: (K, n))."""
-    first = True
-    for lo, hi, view in parts:
-        if view is None:
-            continue
-        if first:
-            np.matmul(W[:, lo:hi], view, out=out)
-            first = False
-        elif tmp is None:
-            out += W[:, lo:hi] @ view
-        else:
-            np.matmul(W[:, lo:hi], view, out=tmp)
-            out += tmp
-    for lo, hi, view in parts:
-        if view is None:
-            out += W[:, lo:hi]
-    return out
-
-
-def _add_moments(G, R, parts, s=0, e=None):
-    """G += R F^T over columns s:e of the block (R: (K, n))."""
-    r = R[:, s:e]
-    for lo, hi, view in parts:
-        if view is None:
-            G[:, lo] += r.sum(axis=1)
-        else:
-            G[:, lo:hi] += r @ view[:, s:e].T
-
-
-@functools.lru_cache(maxsize=64)
-def _features(covariance_type, d):
-    return _Features(covariance_type, d)
-
-
-def _block_rows(n_feature_rows, itemsize):
-    """Rows per block so that the (m, rows) feature matrix is about _BLOCK_BYTES."""
-    rows = _BLOCK_BYTES // (itemsize * n_feature_rows)
-    return min(max(rows, _MIN_BLOCK_ROWS), _MAX_BLOCK_ROWS) // 16 * 16
-
-
 # -------------------------------------------------------------- parameters
 
 
 def kernel_parameters(weights, means, precisions_cholesky, covariance_type, shift, dtype,
-                      log_weights=None):
+                      log_weights=None, form=None):
     """Precompute, once per iteration, what every chunk task needs.
 
     The result is small (K x m, with m about d(d+3)/2 at most) and enters
@@ -337,13 +170,18 @@ def kernel_parameters(weights, means, precisions_cholesky, covariance_type, shif
         The per-component constants to use instead of log(weights): the
         variational mixture's expected log-weights plus its expectation
         terms (``weights`` is then ignored).
+    form : {None, "packed", "projection"}, optional
+        Full covariance only: the form of :func:`chunk_statistics` (None:
+        ``FULL_FORM``, else :func:`full_covariance_form`'s choice).
 
     Returns
     -------
     dict
         ``W`` (K, m): the weighted log-density of component k is ``W[k] @ F``
         for the feature matrix F of a block (plus ``-|P^T z|^2 / 2`` for
-        tied, with ``proj`` = P^T).
+        tied, with ``proj`` = P^T). Full covariance adds ``form`` and, for
+        the projection form, the stacked factors of
+        :func:`daskem._projection.projection_parameters`.
     """
     means = np.asarray(means, dtype=np.float64)
     n_components, d = means.shape
@@ -388,6 +226,18 @@ def kernel_parameters(weights, means, precisions_cholesky, covariance_type, shif
     )
     # a zero weight makes W[k, 0] = -inf, and every product of that row -inf
     kp["W"] = np.ascontiguousarray(W, dtype=dtype)
+    feat = _features(covariance_type, d)
+    if not feat.features_major:
+        # the z and extra parts' weights, transposed (see _weighted_products)
+        kp["Wt"] = {lo: np.ascontiguousarray(kp["W"][:, lo:hi].T)
+                    for lo, hi in ((1, 1 + d), (1 + d, feat.m)) if hi > lo + 1}
+    if covariance_type == "full":
+        form = form or FULL_FORM or full_covariance_form(n_components, d, dtype)
+        if form not in ("packed", "projection"):
+            raise ValueError("form must be 'packed' or 'projection', got %r" % (form,))
+        kp["form"] = form
+        if form == "projection":
+            kp.update(_projection.projection_parameters(mu, prec_chol, const, dtype))
     return kp
 
 
@@ -396,9 +246,9 @@ def kernel_parameters(weights, means, precisions_cholesky, covariance_type, shif
 
 def _log_prob_into(L, parts, z, kp, ws=None):
     """Weighted log-densities (K, n) of a block into L, from its feature
-    parts and shifted rows z (d, n) (see :meth:`_Features.fill`); ``ws``
+    parts and shifted rows z (d, n) (see :meth:`daskem._features._Features.fill`); ``ws``
     holds the temporaries (see :class:`_Workspace`)."""
-    _weighted_products(kp["W"], parts, L, None if ws is None else ws.product)
+    _weighted_products(kp["W"], parts, L, None if ws is None else ws.product, kp.get("Wt"))
     if kp["covariance_type"] == "tied":
         n = L.shape[1]
         y = kp["proj"] @ z if ws is None else np.matmul(kp["proj"], z, out=ws.projection[:, :n])
@@ -493,7 +343,7 @@ def _block_log_prob(block, kp):
     n, d = block.shape
     k = kp["W"].shape[0]
     feat = _features(kp["covariance_type"], d)
-    step = _block_rows(feat.m_total, kp["dtype"].itemsize)
+    step = _block_rows(feat, kp["dtype"].itemsize)
     out = np.empty((n, k))
     for start in range(0, n, step):
         rows = min(step, n - start)
@@ -541,7 +391,7 @@ def accumulate_statistics(out, layout, z64, resp, sample_weight=None):
         _accumulate_sparse(G, feat, z64, sp.coo_matrix(resp), w)
     else:
         resp = np.asarray(resp, dtype=np.float64)
-        step = _block_rows(feat.m_total, 8)
+        step = _block_rows(feat, 8)
         zero = np.zeros(d)
         for start in range(0, n, step):
             z = z64[start : start + step]
@@ -566,7 +416,7 @@ def _accumulate_sparse(G, feat, z64, coo, w):
     values = np.asarray(coo.data[order], dtype=np.float64)
     if w is not None:
         values = values * w[rows]
-    step = _block_rows(feat.m_total, 8)
+    step = _block_rows(feat, 8)
     zero = np.zeros(feat.d)
     nnz = len(rows)
     for start in range(0, nnz, step):
@@ -602,16 +452,19 @@ def chunk_statistics(block, kp, layout, sample_weight=None):
     -------
     ndarray of shape (1, layout.size), float64
     """
-    out = np.zeros(layout.size)
     block = np.asarray(block)
+    if sample_weight is not None:
+        sample_weight = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+    if kp.get("form") == "projection":
+        return _projection.chunk_statistics(block, kp, layout, sample_weight,
+                                            _normalise_in_place, _FLOAT32_SUM_ROWS)
+    out = np.zeros(layout.size)
     n, d = block.shape
     cov = layout.covariance_type
     dtype = kp["dtype"]
     k = kp["W"].shape[0]
     feat = _features(cov, d)
-    if sample_weight is not None:
-        sample_weight = np.asarray(sample_weight, dtype=np.float64).reshape(-1)
-    step = _block_rows(feat.m_total, dtype.itemsize)
+    step = _block_rows(feat, dtype.itemsize)
     G = np.zeros((k, feat.m))
     second = np.zeros((d, d)) if cov == "tied" else None
     # float32 data: the M-step products of full covariance sum few rows at a
@@ -688,15 +541,24 @@ def chunk_score_samples(block, kp):
     return _map_row_blocks(block, kp, _log_sum_exp_rows)
 
 
+def scores_from_log_prob(log_prob):
+    """:func:`chunk_scores` of rows' weighted log-densities (n, K)."""
+    log_norm = _log_sum_exp_rows(log_prob)
+    top = log_prob.max(axis=1) if log_prob.shape[1] else log_norm
+    return np.column_stack([log_norm, top - log_norm, np.ones(len(log_prob))])
+
+
 def chunk_scores(block, kp):
-    """Per row: log p(x) and the largest log-responsibility, (n, 2) float64."""
-    def scores(log_prob):
-        log_norm = _log_sum_exp_rows(log_prob)
-        top = log_prob.max(axis=1) if log_prob.shape[1] else log_norm
-        return np.column_stack([log_norm, top - log_norm])
-    return _map_row_blocks(block, kp, scores)
+    """Per row: log p(x), the largest log-responsibility and 1 (the row has an observed
+    value), (n, 3) float64: the sums of score, BIC and ICL."""
+    return _map_row_blocks(block, kp, scores_from_log_prob)
 
 
 def chunk_predict(block, kp):
     """Most probable component of each row, (n,) int64."""
     return _map_row_blocks(block, kp, lambda lp: np.argmax(lp, axis=1).astype(np.int64))
+
+
+PREDICTIONS = {"score_samples": chunk_score_samples, "predict": chunk_predict,
+               "predict_proba": chunk_predict_proba, "scores": chunk_scores}
+"""The per-chunk prediction functions of complete rows, by kind."""

@@ -71,8 +71,10 @@ from ._kernels import (
     chunk_predict,
     chunk_predict_proba,
     chunk_score_samples,
+    chunk_scores,
     chunk_statistics,
     kernel_parameters,
+    scores_from_log_prob,
 )
 from ._missing_linalg import Patterns, block_inverse, column_sums, packed_block_sums, triu_pairs
 
@@ -590,6 +592,12 @@ def missing_predict(block: np.ndarray, ctx: dict) -> np.ndarray:
         block, ctx, chunk_predict, lambda lp: np.argmax(lp, axis=1),
         int(np.argmax(ctx["weights"])), (), np.int64,
     )
+
+
+def missing_scores(block: np.ndarray, ctx: dict) -> np.ndarray:
+    """Per row: log p(x_o), the largest log p(k | x_o), and whether any value is observed,
+    (n, 3) float64 (see :func:`daskem._kernels.chunk_scores`; an empty row gives zeros)."""
+    return _per_row(block, ctx, chunk_scores, scores_from_log_prob, 0.0, (3,), np.float64)
 
 
 def impute_chunk(block: np.ndarray, ctx: dict) -> np.ndarray:

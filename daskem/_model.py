@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from ._kernels import PREDICTIONS
 from ._passes import PassRequest
 from ._state import FitData
 
@@ -46,6 +47,7 @@ class MixtureFamily(abc.ABC):
     n_components: int
     supports_online: bool = False
     supports_criteria: bool = True
+    missing: str = "raise"
 
     def bind(self, data: FitData) -> Generator:
         """Step generator returning the family fitted to ``data``'s fixed settings.
@@ -77,8 +79,11 @@ class MixtureFamily(abc.ABC):
         """
 
     @abc.abstractmethod
-    def initialization_steps(self, data: FitData, rng: np.random.RandomState) -> Generator:
-        """Step generator returning the initial parameters (see :mod:`daskem._passes`)."""
+    def initialization_steps(self, data: FitData, rng: np.random.RandomState, init: int = 0) -> Generator:
+        """Step generator returning the initial parameters (see :mod:`daskem._passes`).
+
+        ``init`` is the index of the initialisation among the fit's restarts.
+        """
 
     @abc.abstractmethod
     def n_parameters(self, n_features: int) -> int:
@@ -108,8 +113,26 @@ class MixtureFamily(abc.ABC):
         """The fitted attributes that :meth:`parameters_from` needs (stored in model files)."""
 
     @abc.abstractmethod
-    def kernel_parameters(self, parameters: Any, dtype: np.dtype) -> dict:
-        """What the per-chunk prediction kernels need (see :func:`daskem._kernels.kernel_parameters`)."""
+    def kernel_parameters(self, parameters: Any, dtype: np.dtype, holes: bool = False) -> dict:
+        """What the per-chunk prediction kernels need (see :func:`daskem._kernels.kernel_parameters`).
+
+        ``holes``: those of the kernels for rows with missing values (families
+        that take them).
+        """
+
+    def prediction_function(self, kind: str, holes: bool = False) -> Any:
+        """The per-chunk function of a prediction: 'score_samples', 'predict',
+        'predict_proba', 'scores' (see :func:`daskem._kernels.chunk_scores`) or
+        'impute'; ``holes``: the one for rows with missing values.
+
+        Raises
+        ------
+        ValueError
+            Where the family does not take missing values.
+        """
+        if holes or kind == "impute":
+            raise ValueError(f"{type(self).__name__} does not take missing values")
+        return PREDICTIONS[kind]
 
     def to_unconstrained(self, parameters: Any) -> np.ndarray:
         """The parameters as one vector of unconstrained coordinates (for accelerated EM).

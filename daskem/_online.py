@@ -24,14 +24,14 @@ def step_size(t: int, learning_offset: float, learning_decay: float) -> float:
 
 
 def batch_statistics(
-    X: Any, sample_weight: Any, request: PassRequest, layout: Any
+    X: Any, sample_weight: Any, request: PassRequest, layout: Any, holes: Any = None
 ) -> tuple[np.ndarray, float]:
     """Normalised statistics of one batch (one pass over it) and its weight."""
 
     def steps():
         return (yield request)
 
-    (stats,) = drive(X, [steps()], sample_weight)
+    (stats,) = drive(X, [steps()], sample_weight, holes=holes)
     weight = layout.unpack(stats)[4]
     return stats / weight, weight
 

@@ -29,6 +29,8 @@ import numpy as np
 from dask.base import get_scheduler
 from threadpoolctl import ThreadpoolController
 
+from ._cluster import no_workers_watch
+
 try:
     from dask.task_spec import DataNode, List, Task, TaskRef
 except ImportError:  # older dask: the same classes before they had a public module
@@ -55,12 +57,35 @@ class PassRequest:
         ``size // n`` values whose first column is a key; merging keeps the
         n rows with the largest keys. The result is then that (n, width)
         array.
+    holes : bool
+        Whether ``func`` takes rows with missing values (NaN) itself. Other
+        functions get rows with holes as :class:`Holes` says.
     """
 
     func: object
     ctx: dict
     size: int
     top: int = 0
+    holes: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Holes:
+    """How passes treat the rows with missing values (NaN) of data that have some.
+
+    ``mode='drop'``: such rows weigh nothing, for every request (fits on the
+    complete rows). ``mode='marginalize'``: requests that take holes
+    (:attr:`PassRequest.holes`, the EM statistics) get the rows as they
+    are; the others (initialisation) get the holes filled with ``fill``, the
+    column means, and rows with no observed value weigh nothing. Rows
+    fetched by index come with their holes filled.
+    """
+
+    mode: str
+    fill: np.ndarray
+
+    def __dask_tokenize__(self):
+        return ("Holes", self.mode, self.fill.tobytes())
 
 
 @dataclasses.dataclass
@@ -88,8 +113,18 @@ def blas_limits(X):
     return controller.limit(limits=None)
 
 
-def _evaluate(block, requests, start, sample_weight=None):
+def _evaluate(block, requests, start, sample_weight=None, holes=None):
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+    if holes is not None:
+        block = np.asarray(block)
+        missing = np.isnan(block)
+        if missing.any():
+            kept = ~(missing.any(axis=1) if holes.mode == "drop" else missing.all(axis=1))
+            filled = np.where(missing, holes.fill.astype(block.dtype), block)
+            w_kept = kept.astype(np.float64) if w is None else w * kept
+            parts = [r.func(block, r.ctx, start, w) if r.holes and holes.mode == "marginalize"
+                     else r.func(filled, r.ctx, start, w_kept) for r in requests]
+            return np.concatenate(parts)
     parts = [r.func(block, r.ctx, start, w) for r in requests]
     return np.concatenate(parts)
 
@@ -127,9 +162,11 @@ class PassGraph:
     X : dask.array.Array (n, d), a single chunk along axis 1
     sample_weight : dask.array.Array (n, 1), optional
         Chunked like X's rows.
+    holes : Holes, optional
+        How rows with missing values are treated (data that have some).
     """
 
-    def __init__(self, X, sample_weight=None):
+    def __init__(self, X, sample_weight=None, holes=None):
         if X.numblocks[1] != 1:
             raise ValueError("the data must be one chunk along the features")
         self.X = X
@@ -141,6 +178,7 @@ class PassGraph:
         if sample_weight is not None:
             self.graph.update(sample_weight.__dask_graph__())
             self.weight_keys = _chunk_keys(sample_weight)
+        self.holes = holes
 
     def run(self, requests, split_every=SPLIT_EVERY):
         """Evaluate ``requests`` in one pass over the row chunks.
@@ -159,8 +197,9 @@ class PassGraph:
         layer = []
         for i, (key, start) in enumerate(zip(self.keys, self.starts, strict=True)):
             args = [TaskRef(key), TaskRef(params), start]
-            if self.weight_keys is not None:
-                args.append(TaskRef(self.weight_keys[i]))
+            args.append(None if self.weight_keys is None else TaskRef(self.weight_keys[i]))
+            if self.holes is not None:
+                args.append(self.holes)
             layer.append((name, 0, i))
             graph[layer[-1]] = Task(layer[-1], _evaluate, *args)
         level = 0
@@ -173,7 +212,7 @@ class PassGraph:
                 graph[key] = Task(key, _combine, children, segments)
                 merged.append(key)
             layer = merged
-        with blas_limits(self.X):
+        with blas_limits(self.X), no_workers_watch(collections=[self.X]):
             vector = self.get(graph, layer[0])
         vector = np.asarray(vector).reshape(-1)
         results = []
@@ -235,13 +274,15 @@ def fetch_rows(X, indices):
         return np.empty((0, X.shape[1]))
     order = np.argsort(indices, kind="stable")
     unique, inverse = np.unique(indices[order], return_inverse=True)
-    (rows,) = dask.compute(X[unique])
+    with no_workers_watch(collections=[X]):
+        (rows,) = dask.compute(X[unique])
     out = np.empty((len(indices), X.shape[1]))
     out[order] = np.asarray(rows, dtype=np.float64)[inverse]
     return out
 
 
-def drive(X, steps, sample_weight=None, split_every=SPLIT_EVERY, on_error="raise", tally=None):
+def drive(X, steps, sample_weight=None, split_every=SPLIT_EVERY, on_error="raise", tally=None,
+          holes=None):
     """Run step generators together, one pass per round for all of them.
 
     Parameters
@@ -256,6 +297,8 @@ def drive(X, steps, sample_weight=None, split_every=SPLIT_EVERY, on_error="raise
         exception object as that generator's result.
     tally : PassTally, optional
         Counts the passes over X that this call makes (shared by all steps).
+    holes : Holes, optional
+        How rows with missing values are treated, where the data have some.
 
     Returns
     -------
@@ -285,6 +328,8 @@ def drive(X, steps, sample_weight=None, split_every=SPLIT_EVERY, on_error="raise
         if rows:
             wanted = np.concatenate([r.indices for r in rows.values()])
             fetched = fetch_rows(X, wanted)
+            if holes is not None:
+                fetched = np.where(np.isnan(fetched), holes.fill, fetched)
             pos = 0
             for i, r in rows.items():
                 advance(i, fetched[pos : pos + len(r.indices)])
@@ -292,7 +337,7 @@ def drive(X, steps, sample_weight=None, split_every=SPLIT_EVERY, on_error="raise
             continue
         order = list(pending)
         if graph is None:
-            graph = PassGraph(X, sample_weight)
+            graph = PassGraph(X, sample_weight, holes)
         outputs = graph.run([pending[i] for i in order], split_every)
         if tally is not None:
             tally.add(X.shape[0])

@@ -15,12 +15,21 @@ import numpy as np
 
 @dataclasses.dataclass
 class MixtureParameters:
-    """Weights, means, covariances and precision Cholesky factors (float64)."""
+    """Weights, means, covariances and precision Cholesky factors (float64).
+
+    The covariances are in the layout of the kernel that serves the model
+    (scikit-learn's four types). mclust's models add their decomposition
+    Sigma_k = volumes_k orientations_k diag(shapes_k) orientations_k^T, which
+    the iterative M-steps continue from (None for the others).
+    """
 
     weights: np.ndarray
     means: np.ndarray
     covariances: np.ndarray
     precisions_cholesky: np.ndarray
+    volumes: np.ndarray | None = None
+    shapes: np.ndarray | None = None
+    orientations: np.ndarray | None = None
 
     def as_tuple(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return (self.weights, self.means, self.covariances, self.precisions_cholesky)
@@ -155,6 +164,8 @@ class FitData:
         Number of rows, or the sum of the weights.
     feature_names : ndarray of str or None
         Column names of DataFrame input, when all are strings.
+    holes : daskem._passes.Holes or None
+        How passes treat rows with missing values; None when there are none.
     """
 
     X: Any
@@ -162,6 +173,7 @@ class FitData:
     sample_weight: Any
     total_weight: float | None
     feature_names: np.ndarray | None = None
+    holes: Any = None
 
     @property
     def n_features(self) -> int:

@@ -7,13 +7,17 @@ large data needs (how many bad values, and where the first one is).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import dask
 import dask.array as da
 import numpy as np
 
-# Rows of a NumPy input go to Dask in chunks of about this many bytes.
+from ._cluster import no_workers_watch
+
+# Rows of a NumPy input go to Dask in chunks of about this many bytes (less
+# where the workers of a distributed client need smaller ones: read()'s rule).
 NUMPY_CHUNK_BYTES = 32 * 2**20
 
 
@@ -21,7 +25,7 @@ def is_dask_collection(X):
     return dask.is_dask_collection(X)
 
 
-def as_dask_array(X, estimator_name="GaussianMixture", ensure_min_samples=1):
+def as_dask_array(X, estimator_name="GaussianMixture", ensure_min_samples=1, allow_nan=False):
     """Validate X and return (row-chunked float Dask array, was_dask, feature_names).
 
     NumPy-like input goes through scikit-learn's ``check_array`` (same errors
@@ -32,7 +36,7 @@ def as_dask_array(X, estimator_name="GaussianMixture", ensure_min_samples=1):
     """
     from sklearn.utils.validation import check_array
 
-    from .io import read
+    from .io import auto_chunk_bytes, read
 
     feature_names = None
     if is_dask_collection(X):
@@ -64,18 +68,20 @@ def as_dask_array(X, estimator_name="GaussianMixture", ensure_min_samples=1):
         X,
         dtype=[np.float64, np.float32],
         ensure_min_samples=ensure_min_samples,
+        ensure_all_finite="allow-nan" if allow_nan else True,
         estimator=estimator_name,
         input_name="X",
     )
-    rows = max(1, NUMPY_CHUNK_BYTES // max(1, arr.shape[1] * arr.itemsize))
+    chunk_bytes = min(NUMPY_CHUNK_BYTES, auto_chunk_bytes()[0])
+    rows = max(1, chunk_bytes // max(1, arr.shape[1] * arr.itemsize))
     return da.from_array(arr, chunks=(rows, -1), name=False), False, feature_names
 
 
-def check_fitted_input(estimator: Any, X: Any) -> Any:
+def check_fitted_input(estimator: Any, X: Any, allow_nan: bool = False) -> Any:
     """X validated for a fitted estimator: a Dask array, or a NumPy array.
 
     Raises scikit-learn's errors (not fitted, wrong number of features,
-    feature names that differ).
+    feature names that differ, NaN unless ``allow_nan``; infinity always).
     """
     from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -88,7 +94,8 @@ def check_fitted_input(estimator: Any, X: Any) -> Any:
                 % (Xd.shape[1], type(estimator).__name__, estimator.n_features_in_)
             )
         return Xd
-    return validate_data(estimator, X, dtype=[np.float64, np.float32], reset=False)
+    return validate_data(estimator, X, dtype=[np.float64, np.float32], reset=False,
+                         ensure_all_finite="allow-nan" if allow_nan else True)
 
 
 def _check_samples_and_features(shape, ensure_min_samples, estimator_name):
@@ -132,28 +139,122 @@ def _nonfinite_counts(block, start):
     return int(nan.sum()), int(inf.sum()), first
 
 
-def _chunk_summary(block, block_info=None):
-    """[n_nan, n_inf, first bad row (global, or -1), column sums...] of a chunk."""
+def _chunk_summary(block, *weights, block_info=None):
+    """A chunk's summary: [n_nan, n_inf, first bad row (global, or -1), weight of the
+    complete rows, weight of the rows with an observed value, column sums over the
+    observed values..., observed counts...]; bad rows are those with NaN or infinity."""
     block = np.asarray(block)
+    n, d = block.shape
+    w = None if not weights else np.asarray(weights[0], dtype=np.float64).reshape(-1)
+    total = float(n if w is None else w.sum())
     sums = block.sum(axis=0, dtype=np.float64)
     if np.isfinite(sums).all():  # the common case: no copy of the chunk
-        return np.concatenate([[0.0, 0.0, -1.0], sums])[None, :]
+        return np.concatenate([[0.0, 0.0, -1.0, total, total], sums, np.full(d, float(n))])[None, :]
     head = np.array(_nonfinite_counts(block, _chunk_start(block_info)), dtype=np.float64)
+    nan = np.isnan(block)
     sums = np.where(np.isfinite(block), block, 0.0).sum(axis=0, dtype=np.float64)
-    return np.concatenate([head, sums])[None, :]
+    complete, observed = ~nan.any(axis=1), ~nan.all(axis=1)
+    weigh = (lambda m: float(m.sum())) if w is None else (lambda m: float(w @ m))
+    counts = (~nan).sum(axis=0).astype(np.float64)
+    return np.concatenate([head, [weigh(complete), weigh(observed)], sums, counts])[None, :]
 
 
-def checked_chunk_function(func):
-    """Wrap a per-chunk function so that NaN or infinity in a chunk is an error."""
+def checked_chunk_function(func, allow_nan=False):
+    """Wrap a per-chunk function so that NaN (unless allowed) or infinity in a chunk is an error."""
     def checked(block, kp, block_info=None):
         # a finite sum means finite values: no copy of the chunk in the common case
         if not np.isfinite(block.sum(dtype=np.float64)):
             n_nan, n_inf, first = _nonfinite_counts(block, _chunk_start(block_info))
-            if n_nan or n_inf:
+            if n_inf or (n_nan and not allow_nan):
+                if allow_nan:
+                    n_nan, first = 0, _chunk_start(block_info) + int(
+                        np.flatnonzero(np.isinf(block).any(axis=1))[0])
                 raise ValueError(nonfinite_message(n_nan, n_inf, first, block.dtype))
         return func(block, kp)
     checked.__name__ = func.__name__
     return checked
+
+
+@dataclasses.dataclass
+class DataSummary:
+    """What the validation pass finds.
+
+    Attributes
+    ----------
+    shift : ndarray (d,)
+        Column means over the observed values.
+    n_missing : int
+        Missing values (NaN) in all.
+    complete_weight, observed_weight : float
+        Number (or total weight) of the complete rows, and of the rows with
+        at least one observed value.
+    """
+
+    shift: np.ndarray
+    n_missing: int
+    complete_weight: float
+    observed_weight: float
+
+
+def summarise_data(X, sample_weight=None, allow_missing=False, feature_names=None):
+    """One pass: check the values, and find the column means and the rows' weights.
+
+    Parameters
+    ----------
+    X : dask.array.Array (n, d)
+    sample_weight : dask.array.Array (n, 1), optional
+        Chunked like X's rows.
+    allow_missing : bool
+        Whether NaN stands for a missing value (infinity is an error still).
+    feature_names : sequence of str, optional
+        Named in the error for a column with no observed value.
+
+    Returns
+    -------
+    DataSummary
+
+    Raises
+    ------
+    ValueError
+        For NaN (unless allowed) or infinity, with their count and the first
+        bad row; for a column with no observed value.
+    """
+    n_features = X.shape[1]
+    args = [X] if sample_weight is None else [X, sample_weight]
+    per_chunk = da.map_blocks(
+        _chunk_summary,
+        *args,
+        chunks=(1, 2 * n_features + 5),
+        dtype=np.float64,
+        meta=np.empty((0, 0), dtype=np.float64),
+    )
+    with no_workers_watch():
+        (table,) = dask.compute(per_chunk)
+    n_nan, n_inf = int(table[:, 0].sum()), int(table[:, 1].sum())
+    if n_inf or (n_nan and not allow_missing):
+        if allow_missing:  # the first row with infinity: look again, only now
+            n_nan, first = 0, _first_infinite_row(X)
+        else:
+            first = int(table[:, 2][table[:, 2] >= 0].min())
+        raise ValueError(nonfinite_message(n_nan, n_inf, first, X.dtype))
+    sums = table[:, 5 : 5 + n_features].sum(axis=0)
+    counts = table[:, 5 + n_features :].sum(axis=0)
+    if np.any(counts == 0):
+        j = int(np.flatnonzero(counts == 0)[0])
+        name = f" ({feature_names[j]!r})" if feature_names is not None else ""
+        raise ValueError(
+            f"Input X column {j}{name} has no observed value: every value in it is missing (NaN)."
+        )
+    return DataSummary(sums / counts, n_nan, float(table[:, 3].sum()), float(table[:, 4].sum()))
+
+
+def _first_infinite_row(X):
+    def first(block, block_info=None):
+        rows = np.flatnonzero(np.isinf(block).any(axis=1))
+        return np.array([[_chunk_start(block_info) + rows[0] if len(rows) else -1]], dtype=np.int64)
+
+    firsts = da.map_blocks(first, X, chunks=(1, 1), dtype=np.int64).compute().ravel()
+    return int(firsts[firsts >= 0].min())
 
 
 def data_summary(X):
@@ -164,20 +265,7 @@ def data_summary(X):
     ValueError
         If X holds NaN or infinity, with their count and the first bad row.
     """
-    n_features = X.shape[1]
-    per_chunk = da.map_blocks(
-        _chunk_summary,
-        X,
-        chunks=(1, n_features + 3),
-        dtype=np.float64,
-        meta=np.empty((0, 0), dtype=np.float64),
-    )
-    (table,) = dask.compute(per_chunk)
-    n_nan, n_inf = int(table[:, 0].sum()), int(table[:, 1].sum())
-    if n_nan or n_inf:
-        firsts = table[:, 2][table[:, 2] >= 0]
-        raise ValueError(nonfinite_message(n_nan, n_inf, int(firsts.min()), X.dtype))
-    return table[:, 3:].sum(axis=0) / X.shape[0]
+    return summarise_data(X).shift
 
 
 def check_weights_init(weights, n_components):
@@ -324,7 +412,8 @@ def check_sample_weight(sample_weight, X):
         w = da.from_array(w, chunks=(X.chunks[0],), name=False)
     else:
         w = w.rechunk((X.chunks[0],))
-        n_negative, n_nonfinite = (int(v) for v in dask.compute((w < 0).sum(), (~da.isfinite(w)).sum()))
+        with no_workers_watch():
+            n_negative, n_nonfinite = (int(v) for v in dask.compute((w < 0).sum(), (~da.isfinite(w)).sum()))
     if n_nonfinite:
         raise ValueError("sample_weight contains %d NaN or infinite values." % n_nonfinite)
     if n_negative:

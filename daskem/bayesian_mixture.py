@@ -69,6 +69,8 @@ class BayesianGaussianMixture(MixtureEstimator):
     verbose_interval : int, default=10
     cache : {'auto', True, False}, default='auto'
         As in :class:`daskem.GaussianMixture`.
+    no_workers_timeout : float, default=None
+        As in :class:`daskem.GaussianMixture`.
 
     Attributes
     ----------
@@ -123,6 +125,7 @@ n_passes_, iteration_seconds_, feature_names_in_
         verbose=0,
         verbose_interval=10,
         cache="auto",
+        no_workers_timeout=None,
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -142,6 +145,7 @@ n_passes_, iteration_seconds_, feature_names_in_
         self.verbose = verbose
         self.verbose_interval = verbose_interval
         self.cache = cache
+        self.no_workers_timeout = no_workers_timeout
 
 
 register(BayesianGaussianMixture, BayesianFamily.from_params)

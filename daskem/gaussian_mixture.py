@@ -15,9 +15,9 @@ from typing import Any
 
 from sklearn.utils._param_validation import Interval, StrOptions
 
-from . import _covariance, _engine, _predict
+from . import _engine, _predict
 from ._estimator import MIXTURE_CONSTRAINTS, MixtureEstimator
-from ._gaussian import GaussianFamily
+from ._gaussian import COVARIANCE_NAMES, GaussianFamily
 from ._registry import register
 
 
@@ -34,8 +34,14 @@ class GaussianMixture(MixtureEstimator):
     ----------
     n_components : int, default=1
         Number of mixture components.
-    covariance_type : {'full', 'tied', 'diag', 'spherical'}, default='full'
-        Covariance parameterisation of the components.
+    covariance_type : str, default='full'
+        scikit-learn's 'full', 'tied', 'diag', 'spherical', or one of R
+        mclust's 14 models: 'EII', 'VII', 'EEI', 'VEI', 'EVI', 'VVI',
+        'EEE', 'VEE', 'EVE', 'VVE', 'EEV', 'VEV', 'EVV', 'VVV' (volume,
+        shape and orientation each Equal, Variable or the Identity). VII,
+        VVI, EEE and VVV are spherical, diag, tied and full, attributes
+        included; the ten others have (K, d, d) covariances and expose their
+        decomposition as ``volumes_``, ``shapes_`` and ``orientations_``.
     tol : float, default=1e-3
         Convergence threshold on the change of the mean per-sample
         log-likelihood.
@@ -45,13 +51,20 @@ class GaussianMixture(MixtureEstimator):
         Number of EM iterations; 0 returns the initialisation.
     n_init : int, default=1
         Number of initialisations; the one with the best lower bound is kept.
-    init_params : {'k-means||', 'kmeans', 'k-means++', 'random', \
-'random_from_data'}, default='k-means||'
-        Initialisation. 'k-means||' is scalable k-means (Bahmani et al.
-        2012) over the Dask array: a few passes of D^2 oversampling, then a
-        weighted clustering of the candidates in memory. 'kmeans' refines
-        that with Lloyd passes until convergence; the others have
-        scikit-learn's meanings.
+    init_params : {'auto', 'k-means||', 'kmeans', 'k-means++', 'random', \
+'random_from_data', 'hc'}, default='auto'
+        Initialisation. 'auto' is 'k-means||' for scikit-learn's four
+        covariance names; for mclust's fourteen it is 'hc' for the first
+        start and 'k-means||' for the restarts (see
+        :meth:`daskem._gaussian.GaussianFamily.init_method`). Pass the same
+        method explicitly to compare 'full' with 'VVV' (they are the same
+        model). 'k-means||' is scalable k-means (Bahmani et al.
+        2012) over the Dask array: a few passes of D^2 oversampling, a
+        weighted clustering of the candidates in memory, and up to three
+        Lloyd passes of counts and sums. 'kmeans' runs Lloyd passes to
+        scikit-learn's convergence rule. 'hc' is mclust's model-based
+        hierarchical clustering of a random sample of ``hc_sample_size``
+        rows. The others have scikit-learn's meanings.
     weights_init, means_init, precisions_init : array-like, default=None
         User-given initial parameters, as in scikit-learn.
     random_state : int, RandomState instance or None, default=None
@@ -77,6 +90,20 @@ class GaussianMixture(MixtureEstimator):
         slowly (alpha near 1/2) make the most progress per pass.
     learning_offset : float, default=1.0
         t0 in the online step size.
+    hc_sample_size : int, default=2000
+        Rows clustered by ``init_params='hc'`` (mclust's ``subset``).
+    missing : {'raise', 'drop', 'marginalize'}, default='raise'
+        Missing values (NaN). 'raise': scikit-learn's error. 'drop': fit on
+        the complete rows (the count left out is logged); predictions on
+        rows with holes still raise. 'marginalize': exact EM for values
+        missing at random (Ghahramani and Jordan 1994): each row's E-step
+        uses the marginal density of its observed coordinates, the M-step
+        the conditional moments of the missing ones; predictions, scores,
+        BIC and AIC take rows with holes too. A row with no observed value
+        carries no information: the fit skips it, ``score_samples`` gives
+        0.0 for it, ``predict_proba`` the weights, and it counts in neither
+        ``score``'s mean nor the n of BIC. Initialisation sees the holes
+        filled with the column means. Infinity is an error in every mode.
     acceleration : {'squarem', None}, default=None
         'squarem' extrapolates every two EM steps (Varadhan and Roland
         2008) with a safeguard that never accepts a lower bound below plain
@@ -127,7 +154,7 @@ class GaussianMixture(MixtureEstimator):
 
     _parameter_constraints: dict = {
         **MIXTURE_CONSTRAINTS,
-        "covariance_type": [StrOptions(set(_covariance.COVARIANCE_TYPES))],
+        "covariance_type": [StrOptions(set(COVARIANCE_NAMES))],
         "weights_init": ["array-like", None],
         "means_init": ["array-like", None],
         "precisions_init": ["array-like", None],
@@ -136,6 +163,8 @@ class GaussianMixture(MixtureEstimator):
         "learning_decay": [Interval(Real, 0.5, 1.0, closed="right")],
         "learning_offset": [Interval(Real, 0.0, None, closed="left")],
         "acceleration": [StrOptions({"squarem"}), None],
+        "hc_sample_size": [Interval(Integral, 2, None, closed="left")],
+        "missing": [StrOptions({"raise", "drop", "marginalize"})],
     }
 
     def __init__(
@@ -147,7 +176,7 @@ class GaussianMixture(MixtureEstimator):
         reg_covar=1e-6,
         max_iter=100,
         n_init=1,
-        init_params="k-means||",
+        init_params="auto",
         weights_init=None,
         means_init=None,
         precisions_init=None,
@@ -162,6 +191,8 @@ class GaussianMixture(MixtureEstimator):
         learning_offset=1.0,
         acceleration=None,
         no_workers_timeout=None,
+        hc_sample_size=2000,
+        missing="raise",
     ):
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -184,6 +215,8 @@ class GaussianMixture(MixtureEstimator):
         self.learning_offset = learning_offset
         self.acceleration = acceleration
         self.no_workers_timeout = no_workers_timeout
+        self.hc_sample_size = hc_sample_size
+        self.missing = missing
 
     # ------------------------------------------------------------------ fit
 
@@ -257,6 +290,30 @@ class GaussianMixture(MixtureEstimator):
     def aic(self, X: Any, sample_weight: Any = None) -> float:
         """Akaike information criterion on X; lower is better."""
         return _predict.criteria(self, X, sample_weight)["aic"]
+
+    def impute(self, X: Any) -> Any:
+        """X with each missing value (NaN) replaced by its conditional mean under the mixture.
+
+        A hole x_m of a row with observed values x_o becomes
+        sum_k p(k | x_o) E[x_m | x_o, k]; a row with no observed value
+        becomes the mixture's mean; observed values are unchanged. Lazy for
+        Dask input, chunked like it; for any fitted model, whatever
+        ``missing`` it was fitted with.
+
+        Returns
+        -------
+        ndarray or dask.array.Array of the shape and dtype of X
+        """
+        return _predict.apply_kernel(self, X, "impute", n_columns="same")
+
+    def icl(self, X: Any, sample_weight: Any = None) -> float:
+        """Integrated completed likelihood on X, in scikit-learn's sign: lower is better.
+
+        mclust's ICL (Biernacki, Celeux and Govaert 2000) negated:
+        ``bic(X) - 2 sum_i log max_k p(k | x_i)``; it adds to BIC the entropy
+        of the classification, so it prefers well-separated components.
+        """
+        return _predict.criteria(self, X, sample_weight)["icl"]
 
     def _n_parameters(self) -> int:
         # scikit-learn's name, for code written against it

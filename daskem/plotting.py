@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._cluster import no_workers_watch
 from .io import replace_local_file
 
 __all__ = ["component_covariances", "projection", "sample_rows", "plot_model", "save_figure"]
@@ -55,11 +56,12 @@ def projection(est, features=None, pca=False):
 def sample_rows(X, n, random_state=0):
     """At most ``n`` rows of a Dask array, drawn uniformly without replacement (computed)."""
     total = X.shape[0]
-    if total <= n:
-        return np.asarray(X.compute())
-    rng = np.random.default_rng(random_state)
-    idx = np.sort(rng.choice(total, size=n, replace=False))
-    return np.asarray(X[idx].compute())
+    with no_workers_watch(collections=[X]):
+        if total <= n:
+            return np.asarray(X.compute())
+        rng = np.random.default_rng(random_state)
+        idx = np.sort(rng.choice(total, size=n, replace=False))
+        return np.asarray(X[idx].compute())
 
 
 def _ellipse(ax, mean, cov, color, n_sigma=2.0):
@@ -76,7 +78,7 @@ def _ellipse(ax, mean, cov, color, n_sigma=2.0):
 _SHOWN_WEIGHT = 1e-3
 
 
-def plot_model(est, sample=None, features=None, pca=False, title=None, n_sigma=2.0):
+def plot_model(est, sample=None, features=None, pca=False, title=None, n_sigma=2.0, true_means=None):
     """A figure: the fit's lower bound per iteration, and the components over the data.
 
     Parameters
@@ -89,6 +91,9 @@ def plot_model(est, sample=None, features=None, pca=False, title=None, n_sigma=2
     pca : bool
         Draw the mixture's two principal directions instead.
     title : str, optional
+    true_means : ndarray (K', d), optional
+        Means the data were drawn from (synthetic data), drawn against the
+        fitted ones.
 
     Returns
     -------
@@ -136,7 +141,13 @@ def plot_model(est, sample=None, features=None, pca=False, title=None, n_sigma=2
     shown = [k for k in range(est.n_components) if est.weights_[k] > _SHOWN_WEIGHT]
     for k in shown:
         _ellipse(ax_data, means2[k], W.T @ covs[k] @ W, colors[k], n_sigma)
-    ax_data.scatter(means2[shown, 0], means2[shown, 1], marker="x", s=60, c="black", zorder=3)
+    ax_data.scatter(means2[shown, 0], means2[shown, 1], marker="x", s=60, c="black", zorder=3,
+                    label="fitted means")
+    if true_means is not None:
+        true2 = np.asarray(true_means, dtype=float) @ W
+        ax_data.scatter(true2[:, 0], true2[:, 1], marker="+", s=160, c="red", linewidths=2, zorder=4,
+                        label="true means")
+        ax_data.legend(loc="best")
     if sample is None or not len(sample):
         spread = np.sqrt(np.max([np.diag(W.T @ c @ W) for c in covs], axis=0))
         lo = means2.min(axis=0) - 3 * spread
@@ -181,24 +192,33 @@ def plot_selection(table, criterion="bic"):
     ----------
     table : pandas.DataFrame
         As returned by :func:`daskem.select_model`.
-    criterion : {'bic', 'aic'}
+    criterion : {'bic', 'aic', 'icl'}
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
-    fig = Figure(figsize=(6.4, 4.2))
+    groups = list(table.groupby("covariance_type", sort=False))
+    many = len(groups) > 6  # mclust's fourteen models: the legend goes beside the axes
+    fig = Figure(figsize=(8.4 if many else 6.4, 4.6 if many else 4.2))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    for cov, rows in table.groupby("covariance_type", sort=False):
+    # 10 colours, then the same colours dashed with other markers: every model tells apart
+    styles = [("-", "o"), ("--", "s"), (":", "^")]
+    for i, (cov, rows) in enumerate(groups):
         rows = rows.sort_values("n_components")
-        ax.plot(rows["n_components"], rows[criterion], marker="o", label=cov)
+        line, marker = styles[(i // 10) % len(styles)]
+        ax.plot(rows["n_components"], rows[criterion], marker=marker, linestyle=line,
+                color=f"C{i % 10}", label=cov)
     best = table.loc[table[criterion].idxmin()]
     ax.scatter([best["n_components"]], [best[criterion]], s=160, facecolors="none",
                edgecolors="black", zorder=3, label=f"best: {best['n_components']}, {best['covariance_type']}")
     ax.set_xlabel("number of components")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel(f"{criterion.upper()} (lower is better)")
-    ax.legend()
+    if many:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    else:
+        ax.legend()
     fig.tight_layout()
     return fig

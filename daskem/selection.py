@@ -17,19 +17,22 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from . import _covariance, _criteria, _engine
+from . import _criteria, _engine
+from ._cluster import no_workers_watch
+from ._gaussian import COVARIANCE_NAMES
+from ._mclust import MODELS as MCLUST_MODELS
 from ._passes import drive
+from ._predict import scores_request
 from ._registry import family_of
 from .gaussian_mixture import GaussianMixture
 
-CRITERIA = ("bic", "aic")
+CRITERIA = ("bic", "aic", "icl")
 
 
-def _log_likelihood_steps(family, parameters, data):
-    """Step generator: total log-likelihood of a fitted model (one pass)."""
-    request, layout = family.statistics_request(parameters, data.shift, data.dtype)
-    stats = yield request
-    return layout.unpack(stats)[3]
+def _scores_steps(family, parameters, data):
+    """Step generator: (total log-likelihood, ICL's classification term) of a fitted model."""
+    sums = yield scores_request(family, parameters, data.dtype)
+    return float(sums[0]), float(sums[1])
 
 
 def select_model(
@@ -50,13 +53,15 @@ def select_model(
     X : array-like, Dask array or Dask DataFrame of shape (n_samples, n_features)
     n_components : iterable of int
         Component counts to try.
-    covariance_types : iterable of str
-        Covariance types to try ('full', 'tied', 'diag', 'spherical').
+    covariance_types : iterable of str, or 'all'
+        Covariance types to try: scikit-learn's names and mclust's (see
+        :class:`GaussianMixture`); 'all' is mclust's fourteen models.
     n_init : int
         Restarts per candidate; the best lower bound is kept, as in
         :class:`GaussianMixture`.
-    criterion : {'bic', 'aic'}
-        The criterion to minimise.
+    criterion : {'bic', 'aic', 'icl'}
+        The criterion to minimise (scikit-learn's sign: lower is better;
+        mclust reports BIC and ICL negated).
     sample_weight : array-like or Dask array of shape (n_samples,), optional
     random_state : int or None
         Seed of every candidate: candidate (K, type) is the model that
@@ -71,7 +76,8 @@ def select_model(
     -------
     table : pandas.DataFrame
         One row per candidate: n_components, covariance_type,
-        log_likelihood (total, under the fitted parameters), bic, aic,
+        log_likelihood (total, under the fitted parameters), bic, aic, icl,
+        n_parameters,
         n_iter, converged, n_passes (the passes that candidate's fit alone
         would make), and error (the message of a failed fit, else None; its
         criteria are NaN). ``table.attrs["n_passes"]`` is the number of
@@ -85,19 +91,27 @@ def select_model(
         if params.get(name) is not None:
             raise ValueError("select_model does not take %s: it varies over the grid" % name)
     ks = sorted({int(k) for k in n_components})
+    if isinstance(covariance_types, str):
+        covariance_types = MCLUST_MODELS if covariance_types == "all" else [covariance_types]
     types = list(dict.fromkeys(covariance_types))
     if not ks or not types:
         raise ValueError("n_components and covariance_types must not be empty")
     for t in types:
-        if t not in _covariance.COVARIANCE_TYPES:
+        if t not in COVARIANCE_NAMES:
             raise ValueError(
-                "The 'covariance_type' parameter must be one of %s; got %r"
-                % (_covariance.COVARIANCE_TYPES, t)
+                "The 'covariance_type' parameter must be one of %s; got %r" % (COVARIANCE_NAMES, t)
             )
     template = GaussianMixture(
         max(ks), covariance_type=types[0], n_init=n_init, random_state=random_state, **params
     )
     template._validate_params()
+    # the whole grid under one no-workers watch (see daskem._cluster.no_workers_watch)
+    with no_workers_watch(template.no_workers_timeout):
+        return _fit_grid(X, sample_weight, template, ks, types, criterion)
+
+
+def _fit_grid(X, sample_weight, template, ks, types, criterion):
+    """select_model's passes: every candidate fitted in shared passes, then scored."""
     data = _engine.prepare_data(X=X, sample_weight=sample_weight, estimator=template,
                                 family=family_of(template), cache=template.cache)
 
@@ -114,7 +128,8 @@ def select_model(
             steps.append(_engine.fit_steps(family, settings, data, tally=_engine.new_tally(data)))
     # the grid's own cost: every pass served every candidate still running
     grid_passes = _engine.new_tally(data)
-    results = drive(data.X, steps, data.sample_weight, on_error="return", tally=grid_passes)
+    results = drive(data.X, steps, data.sample_weight, on_error="return", tally=grid_passes,
+                    holes=data.holes)
     fitted, errors = [], []
     for model, family, result in zip(models, families, results, strict=True):
         if isinstance(result, Exception):
@@ -123,24 +138,28 @@ def select_model(
         _engine.set_fitted(model, _engine.fitted_attributes(family, result, data, model.max_iter))
         fitted.append((model, family, result.best.parameters))
         errors.append(None)
-    totals = drive(
+    scores = drive(
         data.X,
-        [_log_likelihood_steps(f, parameters, data) for _, f, parameters in fitted],
+        [_scores_steps(f, parameters, data) for _, f, parameters in fitted],
         data.sample_weight,
         tally=grid_passes,
+        holes=data.holes,
     )
     n = data.total_weight
-    rows, by_model = [], {id(m): total for (m, _, _), total in zip(fitted, totals, strict=True)}
+    rows, by_model = [], {id(m): s for (m, _, _), s in zip(fitted, scores, strict=True)}
     for model, family, error in zip(models, families, errors, strict=True):
-        ll = by_model.get(id(model), math.nan) if error is None else math.nan
+        ll, classification = by_model.get(id(model), (math.nan, math.nan))
         p = family.n_parameters(data.n_features)
+        bic = _criteria.bic(ll, p, n)
         rows.append(
             {
                 "n_components": model.n_components,
                 "covariance_type": model.covariance_type,
                 "log_likelihood": ll,
-                "bic": _criteria.bic(ll, p, n),
+                "bic": bic,
                 "aic": _criteria.aic(ll, p),
+                "icl": _criteria.icl(bic, classification),
+                "n_parameters": p,
                 "n_iter": getattr(model, "n_iter_", 0),
                 "converged": bool(getattr(model, "converged_", False)),
                 "n_passes": int(getattr(model, "n_passes_", 0)),

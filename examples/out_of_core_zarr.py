@@ -5,8 +5,9 @@
 
 1. The dataset is generated and written chunk by chunk (never whole in memory)
    with daskem.io.write_zarr.
-2. daskem.io.read opens it lazily as row chunks of about 128 MiB (whole
-   stored Zarr chunks; --read-chunk-rows overrides that, e.g. for tiny data).
+2. daskem.io.read opens it lazily as row chunks sized for the workers (1/32
+   of their memory limit per thread, at most 128 MiB, whole stored Zarr
+   chunks; --read-chunk-rows overrides that, e.g. for tiny data).
 3. The fit runs on a LocalCluster whose workers have a small memory limit,
    with cache=False: every EM iteration streams the chunks from disk again,
    so memory use stays at a few chunks per worker whatever the data size.
@@ -49,7 +50,7 @@ def main(argv=None):
     p.add_argument("--chunk-rows", type=int, default=None,
                    help="rows per stored Zarr chunk (default: about 16 MiB, or rows/4 for small data)")
     p.add_argument("--read-chunk-rows", type=int, default=None,
-                   help="rows per Dask chunk when reading (default: about 128 MiB)")
+                   help="rows per Dask chunk when reading (default: sized for the workers' memory)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--memory-limit", default="1GiB", help="per worker")
     p.add_argument("--out-dir", default=os.environ.get("DASKEM_EXAMPLE_DIR"))

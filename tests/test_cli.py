@@ -8,6 +8,7 @@ before any work (bad flags) are also checked in-process through ``main()``.
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -116,8 +117,8 @@ def test_fit_reports_its_passes_over_the_data(model):
     path, r = model
     events = {e["event"]: e for e in map(json.loads, r.stderr.splitlines())}
     gm = load(path)
-    # validation, k-means|| (5 to 7 passes), one per EM iteration
-    assert 1 + 5 + gm.n_iter_ <= gm.n_passes_ <= 1 + 7 + gm.n_iter_
+    # validation, k-means|| (8 to 10 passes), one per EM iteration
+    assert 1 + 8 + gm.n_iter_ <= gm.n_passes_ <= 1 + 10 + gm.n_iter_
     assert events["converged"]["n_passes"] == events["finished"]["n_passes"] == gm.n_passes_
 
 
@@ -327,13 +328,16 @@ def test_resume_after_sigkill_is_bit_for_bit(data, tmp_path, monkeypatch, capsys
 
 
 def test_demo(tmp_path):
-    started = time.monotonic()
-    r = run("demo", cwd=tmp_path, timeout=120)
-    assert time.monotonic() - started < 60
+    """The README's first command, as it is: 2,000,000 rows streamed from Zarr, dozens of
+    iterations, the dashboard's address (its wall time is in benchmarks/RESULTS.md, not here)."""
+    r = run("demo", cwd=tmp_path, timeout=240)
     assert_png(tmp_path / "daskem-demo.png")
-    assert "demo model: 4 full component(s), 2 feature(s); converged" in r.stdout
+    summary = re.search(r"demo model: 4 full component\(s\), 2 feature\(s\); converged after (\d+) "
+                        r"iteration\(s\).*; 2000000 rows", r.stdout)
+    assert summary and int(summary.group(1)) >= 10, r.stdout
     assert "plot written to daskem-demo.png" in r.stdout
-    assert "dashboard" in r.stderr and "iteration" in r.stderr
+    assert re.search(r"dashboard: http://127\.0\.0\.1:\d+/status", r.stderr), r.stderr
+    assert "iteration" in r.stderr and "2,000,000 rows" in r.stderr
     assert os.listdir(tmp_path) == ["daskem-demo.png"]
 
 

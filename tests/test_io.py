@@ -39,11 +39,11 @@ def memfs():
 
 @pytest.fixture
 def small_cluster():
-    """A one-worker in-process cluster with a 256 MiB memory limit."""
+    """A one-worker in-process cluster with a 640 MiB memory limit (room for 128 MiB of data)."""
     from distributed import Client, LocalCluster
 
     with LocalCluster(
-        n_workers=1, threads_per_worker=1, processes=False, memory_limit="256MiB", dashboard_address=":0"
+        n_workers=1, threads_per_worker=1, processes=False, memory_limit="640MiB", dashboard_address=":0"
     ) as cluster, Client(cluster) as client:
         yield client
 
@@ -454,7 +454,8 @@ def test_cache_decision_auto_uses_worker_memory_limits(small_cluster):
     fits = da.zeros((100 * 2**20 // 8,), chunks=2**20)  # 100 MiB <= 128 MiB
     too_big = da.zeros((200 * 2**20 // 8,), chunks=2**20)  # 200 MiB > 128 MiB
     persist, reason = cache_decision(fits, client=small_cluster)
-    assert persist and "1 worker" in reason and "256.00 MiB" in reason
+    assert persist and "1 worker" in reason and "640.00 MiB" in reason
+    assert "128.00 MiB: half of 640.00 MiB (memory limit of 1 worker(s)) less 192.00 MiB" in reason
     assert cache_decision(too_big, client=small_cluster)[0] is False
 
 

@@ -150,3 +150,184 @@ def test_covariances_round_trip_through_precision_cholesky_factors():
         cov = _model(covariance_type, seed=7)[2]
         chol = precision_cholesky(cov, covariance_type)
         np.testing.assert_allclose(covariances_from_cholesky(chol, covariance_type), cov, rtol=1e-12)
+
+
+# ------------------------------------------------- full covariance: two forms
+
+
+def _full_mixture(k, d, seed, separation=3.0):
+    """A random full-covariance mixture and its precision Cholesky factors."""
+    rng = np.random.RandomState(seed)
+    weights = rng.dirichlet(np.ones(k) * 5)
+    means = rng.randn(k, d) * separation
+    A = rng.randn(k, d, d) / np.sqrt(d)
+    cov = A @ np.swapaxes(A, 1, 2) + 0.5 * np.eye(d)
+    return weights, means, cov, precision_cholesky(cov, "full")
+
+
+def _full_rows(means, n, seed):
+    rng = np.random.RandomState(seed)
+    labels = rng.randint(len(means), size=n)
+    return means[labels] + rng.randn(n, means.shape[1])
+
+
+def _naive_full_statistics(X, weights, means, cov, shift, sample_weight=None):
+    """N, S1, S2 (about the shift) and the log-likelihood sum, from scipy's densities."""
+    log_prob = np.column_stack([
+        np.log(weights[j]) + multivariate_normal(means[j], cov[j]).logpdf(X)
+        for j in range(len(weights))
+    ])
+    log_norm = logsumexp(log_prob, axis=1)
+    resp = np.exp(log_prob - log_norm[:, None])
+    w = np.ones(len(X)) if sample_weight is None else sample_weight
+    resp = resp * w[:, None]
+    z = X - shift
+    return (resp.sum(axis=0), resp.T @ z, np.einsum("nk,na,nb->kab", resp, z, z),
+            float(log_norm @ w))
+
+
+@pytest.mark.parametrize("form", [None, "projection", "packed"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("k,d", [(3, 40), (2, 5)])
+def test_full_forms_equal_the_naive_e_step_and_sums(form, dtype, weighted, k, d):
+    # form None: the cost model's choice (projection at d = 40, K = 3, where
+    # the triangular factors are split in two column blocks; packed at d = 5);
+    # 2,500 rows: two whole blocks and a short one
+    from daskem._kernels import full_covariance_form
+
+    weights, means, cov, chol = _full_mixture(k, d, seed=d)
+    X = _full_rows(means, 2500, seed=1)
+    shift = X.mean(axis=0)
+    w = np.random.RandomState(2).uniform(0, 2, size=len(X)) if weighted else None
+    kp = kernel_parameters(weights, means, chol, "full", shift, dtype, form=form)
+    assert kp["form"] == (form or full_covariance_form(k, d, dtype))
+    if form is None:
+        assert kp["form"] == ("projection" if d == 40 else "packed")
+    layout = StatisticsLayout("full", k, d)
+    n, s1, s2, loglik, n_rows = layout.unpack(chunk_statistics(X.astype(dtype), kp, layout, w)[0])
+    n_ref, s1_ref, s2_ref, loglik_ref = _naive_full_statistics(X, weights, means, cov, shift, w)
+    # float32: the rounding of the rows and of the float32 E-step
+    rtol, atol = (1e-9, 1e-8) if dtype == np.float64 else (2e-4, 1e-2 * np.sqrt(d))
+    np.testing.assert_allclose(loglik, loglik_ref, rtol=1e-10 if dtype == np.float64 else 1e-5)
+    assert n_rows == pytest.approx(len(X) if w is None else w.sum())
+    np.testing.assert_allclose(n, n_ref, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(s1, s1_ref, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(s2, s2_ref, rtol=rtol, atol=atol * 10)
+
+
+def _both_forms(X, weights, means, chol, k, d, dtype=np.float64, sample_weight=None):
+    shift = X.mean(axis=0)
+    layout = StatisticsLayout("full", k, d)
+    return [
+        chunk_statistics(X.astype(dtype), kernel_parameters(weights, means, chol, "full", shift, dtype,
+                                                            form=form), layout, sample_weight)[0]
+        for form in ("packed", "projection")
+    ]
+
+
+@pytest.mark.parametrize("separation", [0.3, 3.0, 30.0])
+def test_the_two_full_forms_agree(separation):
+    # from overlapping components (no zero responsibility) to separated ones,
+    # where most responsibilities are exactly 0 and the projection form's
+    # M-step gathers the rows each component has a share of
+    k, d = 8, 64
+    weights, means, cov, chol = _full_mixture(k, d, seed=3, separation=separation)
+    X = _full_rows(means, 3000, seed=4)
+    packed, projection = _both_forms(X, weights, means, chol, k, d)
+    np.testing.assert_allclose(projection, packed, rtol=1e-10, atol=1e-10 * np.abs(packed).max())
+
+
+def test_the_projection_form_serves_zero_weights_and_non_triangular_factors():
+    k, d = 4, 36
+    weights, means, cov, chol = _full_mixture(k, d, seed=5)
+    X = _full_rows(means, 1500, seed=6)
+    weights = np.array([0.5, 0.0, 0.25, 0.25])
+    packed, projection = _both_forms(X, weights, means, chol, k, d)
+    np.testing.assert_allclose(projection, packed, rtol=1e-10, atol=1e-10 * np.abs(packed).max())
+    assert packed[1] == projection[1] == 0.0  # N of the weightless component
+    # a factor times an orthogonal matrix has the same precision; the
+    # projection then uses it whole instead of in triangular blocks
+    q = np.linalg.qr(np.random.RandomState(7).randn(d, d))[0]
+    rotated = chol @ q
+    rotated *= np.sign(np.diagonal(rotated, axis1=1, axis2=2))[:, None, :]  # positive diagonals
+    shift = X.mean(axis=0)
+    kp = kernel_parameters(weights, means, rotated, "full", shift, np.float64, form="projection")
+    assert len(kp["proj_blocks"]) == 1
+    kp_tri = kernel_parameters(weights, means, chol, "full", shift, np.float64, form="projection")
+    assert len(kp_tri["proj_blocks"]) == 2
+    # the constants come from the factors' diagonals (log det), so compare
+    # with the packed form on the same rotated factors
+    layout = StatisticsLayout("full", k, d)
+    kp_packed = kernel_parameters(weights, means, rotated, "full", shift, np.float64, form="packed")
+    np.testing.assert_allclose(chunk_statistics(X, kp, layout)[0],
+                               chunk_statistics(X, kp_packed, layout)[0], rtol=1e-10,
+                               atol=1e-10 * np.abs(packed).max())
+
+
+def test_the_cost_model_chooses_the_form(monkeypatch):
+    import daskem._kernels as kernels
+
+    # the grid's cells (benchmarks/bench_em.py), and large d
+    for dtype in (np.float64, np.float32):
+        assert kernels.full_covariance_form(8, 64, dtype) == "projection"
+        assert kernels.full_covariance_form(8, 16, dtype) == "packed"
+        assert kernels.full_covariance_form(64, 16, dtype) == "packed"
+        assert kernels.full_covariance_form(8, 128, dtype) == "projection"
+    assert kernels.full_covariance_form(64, 64, np.float64) == "packed"
+    packed, projection = kernels.full_covariance_costs(8, 64, np.float64)
+    assert 0 < projection < packed
+    weights, means, cov, chol = _full_mixture(8, 64, seed=8)
+    shift = means.mean(axis=0)
+    assert kernel_parameters(weights, means, chol, "full", shift, np.float64)["form"] == "projection"
+    monkeypatch.setattr(kernels, "FULL_FORM", "packed")
+    assert kernel_parameters(weights, means, chol, "full", shift, np.float64)["form"] == "packed"
+    with pytest.raises(ValueError, match="form"):
+        kernel_parameters(weights, means, chol, "full", shift, np.float64, form="dense")
+
+
+@pytest.mark.parametrize("form", ["projection", "packed"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_kernels_allocate_nothing_per_row_block(form, covariance_type):
+    # the per-block temporaries live in the per-thread workspace (see
+    # _Workspace): a chunk of 8 blocks allocates no more than one of 1 block
+    import tracemalloc
+
+    from daskem import _kernels, _projection
+
+    if form == "projection" and covariance_type != "full":
+        pytest.skip("the projection form is full covariance's")
+    k, d = 8, 64
+    weights, means, cov, chol = _full_mixture(k, d, seed=9)
+    if covariance_type != "full":
+        chol = precision_cholesky(_dense_to(covariance_type, cov), covariance_type)
+    X = _full_rows(means, 8 * 2048, seed=10)
+    kp = kernel_parameters(weights, means, chol, covariance_type, X.mean(axis=0), np.float64,
+                           form=form)
+    layout = StatisticsLayout(covariance_type, k, d)
+    if form == "projection":
+        step = _projection.BLOCK_ROWS
+    else:
+        step = _kernels._block_rows(_kernels._features(covariance_type, d), 8)
+    peaks = []
+    for rows in (step, 8 * step):
+        chunk_statistics(X[:rows], kp, layout)  # the workspace of this thread
+        tracemalloc.start()
+        try:
+            chunk_statistics(X[:rows], kp, layout)
+            peaks.append(tracemalloc.get_traced_memory()[1])
+        finally:
+            tracemalloc.stop()
+    assert peaks[1] <= peaks[0] + 2**12, peaks
+    # and what it allocates is the chunk's accumulators and small arrays
+    # (under glibc's 128 KiB mmap threshold)
+    assert peaks[0] < 4 * layout.size * 8 + 2**17, (peaks, layout.size * 8)
+
+
+def _dense_to(covariance_type, cov):
+    """Full covariances (K, d, d) reduced to another type's parameters."""
+    return {
+        "tied": lambda: cov.mean(axis=0),
+        "diag": lambda: np.diagonal(cov, axis1=1, axis2=2).copy(),
+        "spherical": lambda: np.diagonal(cov, axis1=1, axis2=2).mean(axis=1),
+    }[covariance_type]()

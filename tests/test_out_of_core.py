@@ -11,13 +11,13 @@ that kept the data would kill the workers), that neither the workers nor this
 process came near holding the data, and that the fitted parameters are the
 generating ones.
 
-The worker memory limit (384 MiB) is set by what a worker needs before it
-holds any data: a worker process that has imported daskem (and with it
-scikit-learn, SciPy and pandas) already has an RSS of about 240 MiB, so a
-256 MiB worker is restarted by its nanny as soon as it runs daskem's first
-task. The Dask chunks are 16 MiB (``read(..., chunk_bytes=16 MiB)``): with
-read()'s default 128 MiB chunks a 384 MiB worker is restarted in the first
-pass.
+The worker memory limit (384 MiB) leaves room for what a worker needs before
+it holds any data (about 180 MiB once daskem's kernels, Dask's arrays and Zarr
+are loaded). The Dask chunks are 16 MiB (``read(..., chunk_bytes=16 MiB)``):
+with the fixed 128 MiB chunks read() made before its chunk sizes followed the
+cluster, a 384 MiB worker was restarted in the first pass. The fit with
+read()'s defaults, on 256 MiB workers and data four times their memory, is in
+tests/test_reliability.py.
 
 Cost: about 100 CPU-seconds (write + fit), i.e. about a minute on an idle
 2-core machine; the test prints its sizes, times and peaks (``pytest -s``).

@@ -10,17 +10,24 @@ from typing import Any, Optional
 from ._errors import BadInput, bad_input
 
 
-def read_data(source: str, columns: Optional[list[str]] = None, chunks: Optional[int] = None) -> Any:
-    """daskem.io.read with every error it raises turned into BadInput."""
+def read_data(source: str, columns: Optional[list[str]] = None, chunks: Optional[int] = None,
+              chunk_bytes: Optional[int] = None) -> Any:
+    """daskem.io.read with every error it raises turned into BadInput.
+
+    Inside a command's ``dask_client`` block, the default chunking follows
+    the cluster's workers (read()'s rule); commands read once before the
+    cluster starts (to fail fast on bad input) and again inside it.
+    """
     from ..io import read
 
     with bad_input(ValueError, TypeError, FileNotFoundError):
-        return read(source, columns=columns, chunks=chunks)
+        return read(source, columns=columns, chunks=chunks, chunk_bytes=chunk_bytes)
 
 
 def read_weighted_data(source: str, columns: Optional[list[str]], chunks: Optional[int],
                        weight_column: Optional[str] = None,
-                       weights: Optional[str] = None) -> tuple[Any, Any, Optional[list[str]]]:
+                       weights: Optional[str] = None,
+                       chunk_bytes: Optional[int] = None) -> tuple[Any, Any, Optional[list[str]]]:
     """Features, row weights (or None) and the feature columns used.
 
     ``weight_column`` names a Parquet column of weights (left out of the
@@ -39,9 +46,9 @@ def read_weighted_data(source: str, columns: Optional[list[str]], chunks: Option
             columns = [c for c in columns if c != weight_column]
         elif weight_column in columns:
             raise BadInput(f"--weight-column {weight_column!r} is also among --columns")
-        X = read_data(source, columns, chunks)
-        return X, read_data(source, [weight_column], chunks)[:, 0], columns
-    X = read_data(source, columns, chunks)
+        X = read_data(source, columns, chunks, chunk_bytes)
+        return X, read_data(source, [weight_column], chunks, chunk_bytes)[:, 0], columns
+    X = read_data(source, columns, chunks, chunk_bytes)
     if not weights:
         return X, None, columns
     import dask.array as da
@@ -119,6 +126,58 @@ def data_fingerprint(source: str, X: Any, columns: Optional[list[str]]) -> dict[
         if sig is not None:
             fp["files"] = sig
     return fp
+
+
+# --------------------------------------------------------------------------
+# The row chunking of a fit, kept in its checkpoint
+# --------------------------------------------------------------------------
+
+
+# the default chunk size before it followed the cluster (checkpoints of daskem 0.1 hold no chunking)
+LEGACY_CHUNK_BYTES = 128 * 2**20
+
+
+def format_bytes(n: float) -> str:
+    from dask.utils import format_bytes
+
+    return format_bytes(int(n))
+
+
+def fit_chunking(X: Any, cache: Any, chunks: Optional[int], chunk_bytes: Optional[int],
+                 saved: Optional[dict] = None) -> tuple[Any, Any, dict]:
+    """The data as the fit will chunk them, the cache policy to fit with, and the record.
+
+    ``X`` was read with ``chunks`` or ``chunk_bytes``. The record (the
+    ``chunking`` of the data fingerprint, so also of every checkpoint) holds
+    those two, whether the data are persisted, and the row chunks the fit
+    runs on (as ``[rows, count]`` runs): persisted data are re-chunked
+    first (:func:`daskem.io.chunks_for_persisting`), so that the record
+    is what the engine uses. Resuming (``saved``, the checkpoint's record)
+    re-chunks the data to the recorded rows and streams them if the
+    interrupted fit did, so that it continues bit for bit whatever the
+    workers are now.
+    """
+    from ..io import cache_decision, chunks_for_persisting
+
+    if saved is not None:
+        rows = tuple(int(n) for n, count in saved["rows"] for _ in range(int(count)))
+        if sum(rows) != X.shape[0]:
+            raise BadInput("cannot resume: the checkpoint's row chunks do not cover the data's rows")
+        if rows != tuple(X.chunks[0]):
+            X = X.rechunk({0: rows})
+        persisted = bool(saved["persisted"])
+        return X, (cache if persisted else False), dict(saved)
+    persisted, _ = cache_decision(X, cache)
+    if persisted:
+        X = chunks_for_persisting(X)
+    runs: list[list[int]] = []
+    for n in X.chunks[0]:
+        if runs and runs[-1][0] == n:
+            runs[-1][1] += 1
+        else:
+            runs.append([int(n), 1])
+    return X, cache, {"chunks": chunks, "chunk_bytes": chunk_bytes, "persisted": bool(persisted),
+                      "rows": runs}
 
 
 def check_features(est: Any, X: Any, model_path: str) -> None:

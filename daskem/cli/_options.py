@@ -20,7 +20,8 @@ from ._report import Reporter
 class ClusterOptions:
     def __init__(self, scheduler: Optional[str] = None, scheduler_file: Optional[str] = None,
                  workers: Optional[int] = None, threads_per_worker: Optional[int] = None,
-                 memory_limit: Optional[str] = "auto", processes: bool = True, dashboard: bool = True):
+                 memory_limit: Optional[str] = "auto", processes: bool = True, dashboard: bool = True,
+                 no_workers_timeout: Optional[float] = None):
         self.scheduler = scheduler
         self.scheduler_file = scheduler_file
         self.workers = workers
@@ -28,11 +29,15 @@ class ClusterOptions:
         self.memory_limit = memory_limit
         self.processes = processes
         self.dashboard = dashboard
+        self.no_workers_timeout = no_workers_timeout
 
     def check(self) -> None:
         """Usage errors, found before anything starts."""
         if self.scheduler and self.scheduler_file:
             raise BadInput("give --scheduler or --scheduler-file, not both")
+        if self.no_workers_timeout is not None and not self.no_workers_timeout > 0:
+            raise BadInput(f"invalid --no-workers-timeout {self.no_workers_timeout!r}: give a positive "
+                           "number of seconds (inf to wait for workers forever)")
         if self.scheduler_file and not os.path.isfile(self.scheduler_file):
             raise BadInput(f"scheduler file not found: {self.scheduler_file!r}")
         if self.memory_limit not in (None, "auto"):
@@ -48,14 +53,21 @@ class ClusterOptions:
 
 @contextlib.contextmanager
 def dask_client(options: ClusterOptions, reporter: Reporter) -> Iterator[Any]:
-    """A distributed Client for the command; closes it (and its LocalCluster) on exit."""
+    """A distributed Client for the command; closes it (and its LocalCluster) on exit.
+
+    With ``--no-workers-timeout``, daskem's no-workers watchdog
+    (:func:`daskem._cluster.no_workers_watch`) uses it for the whole block.
+    """
     import importlib.util
 
+    import dask
     from distributed import Client, LocalCluster
 
-    from .._cluster import check_workers
+    from .._cluster import NO_WORKERS_TIMEOUT_KEY, check_workers
 
     options.check()
+    timeout = ({} if options.no_workers_timeout is None
+               else {NO_WORKERS_TIMEOUT_KEY: float(options.no_workers_timeout)})
     cluster = None
     dashboard = False
     if options.scheduler:
@@ -104,7 +116,8 @@ def dask_client(options: ClusterOptions, reporter: Reporter) -> Iterator[Any]:
         link = _dashboard_link(client) if (cluster is None or dashboard) else None
         if link:
             reporter.event("dashboard", f"dashboard: {link}", dashboard=link)
-        yield client
+        with dask.config.set(timeout):
+            yield client
     finally:
         try:
             client.close()
@@ -151,6 +164,13 @@ ProcessesOpt = Annotated[bool, typer.Option(
     "--processes/--no-processes",
     help="Local workers as separate processes, or as threads of this process.",
     rich_help_panel=CLUSTER)]
+NoWorkersTimeoutOpt = Annotated[Optional[float], typer.Option(
+    "--no-workers-timeout", metavar="SECONDS",
+    help="Stop (exit code 1, the checkpoint kept for --resume) once the cluster has had no worker "
+         "for this long; workers back sooner let the command go on. Default: the Dask setting "
+         "daskem.no-workers-timeout (DASK_DASKEM__NO_WORKERS_TIMEOUT), 300 s unless set; "
+         "inf waits forever.",
+    rich_help_panel=CLUSTER)]
 DashboardOpt = Annotated[bool, typer.Option(
     "--dashboard/--no-dashboard",
     help="Serve the local cluster's dashboard on 127.0.0.1 (random port; needs bokeh).",
@@ -166,7 +186,9 @@ ColumnsOpt = Annotated[Optional[str], typer.Option(
     "--columns", metavar="A,B", help="Comma-separated columns of a Parquet source (default: all).",
     rich_help_panel=DATA_PANEL)]
 ChunksOpt = Annotated[Optional[int], typer.Option(
-    "--chunks", min=1, metavar="ROWS", help="Rows per chunk (default: about 128 MiB per chunk).",
+    "--chunks", min=1, metavar="ROWS",
+    help="Rows per chunk (default: sized for the cluster's workers, 1/32 of their memory limit per "
+         "thread, at most 128 MiB).",
     rich_help_panel=DATA_PANEL)]
 WeightColumnOpt = Annotated[Optional[str], typer.Option(
     "--weight-column", metavar="NAME",
@@ -211,14 +233,16 @@ def parse_components(text: str) -> list[int]:
 # --------------------------------------------------------------------------
 
 
-class CovarianceType(str, enum.Enum):
-    full = "full"
-    tied = "tied"
-    diag = "diag"
-    spherical = "spherical"
+# scikit-learn's four names and mclust's fourteen models (written out: the CLI
+# does not import the estimators at start-up)
+COVARIANCE_NAMES = ("full", "tied", "diag", "spherical", "EII", "VII", "EEI", "VEI", "EVI", "VVI",
+                    "EEE", "VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV")
+CovarianceType = enum.Enum("CovarianceType", {name: name for name in COVARIANCE_NAMES}, type=str)
 
 
 class InitParams(str, enum.Enum):
+    auto = "auto"
+    hc = "hc"
     kmeans_parallel = "k-means||"
     kmeans = "kmeans"
     kmeans_pp = "k-means++"
@@ -246,6 +270,18 @@ MaxIterOpt = Annotated[int, typer.Option("--max-iter", min=0, help="EM iteration
 InitParamsOpt = Annotated[InitParams, typer.Option("--init-params", help="Initialisation method.")]
 RegCovarOpt = Annotated[float, typer.Option(
     "--reg-covar", min=0.0, help="Added to the covariance diagonals.")]
+
+
+class MissingMode(str, enum.Enum):
+    raise_ = "raise"
+    drop = "drop"
+    marginalize = "marginalize"
+
+
+MissingOpt = Annotated[MissingMode, typer.Option(
+    "--missing", help="Missing values (NaN): raise an error, drop the rows with holes, or "
+                      "marginalize (exact EM over the observed values). Stored in the model: "
+                      "predict and score follow it.")]
 CacheOpt = Annotated[CacheMode, typer.Option(
     "--cache", help="Keep the data in cluster memory during the fit (auto: when it fits).",
     rich_help_panel=DATA_PANEL)]

@@ -25,6 +25,7 @@ from ._options import (
     DashboardOpt,
     LogJsonOpt,
     MemoryOpt,
+    NoWorkersTimeoutOpt,
     ProcessesOpt,
     QuietOpt,
     SchedulerFileOpt,
@@ -64,6 +65,7 @@ def predict(
     memory_limit: MemoryOpt = "auto",
     processes: ProcessesOpt = True,
     dashboard: DashboardOpt = True,
+    no_workers_timeout: NoWorkersTimeoutOpt = None,
     quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ):
@@ -74,8 +76,24 @@ def predict(
     reporter = _reporter("predict", quiet, log_json)
     if proba and score_samples:
         raise BadInput("give at most one of --proba and --score-samples")
-    cluster = ClusterOptions(scheduler, scheduler_file, workers, threads_per_worker,
-                             memory_limit, processes, dashboard)
+    what = "probabilities" if proba else "log-likelihoods" if score_samples else "labels"
+
+    def result(est, X):
+        return est.predict_proba(X) if proba else est.score_samples(X) if score_samples else est.predict(X)
+
+    def parquet_columns(est):
+        if proba:
+            return [f"p{k}" for k in range(est.n_components)]
+        return ["log_likelihood" if score_samples else "label"]
+
+    _write_per_row(reporter, what, model, data, out, overwrite, columns, chunks, result, parquet_columns,
+                   ClusterOptions(scheduler, scheduler_file, workers, threads_per_worker, memory_limit,
+                                  processes, dashboard, no_workers_timeout=no_workers_timeout))
+
+
+def _write_per_row(reporter, what, model, data, out, overwrite, columns, chunks, result, parquet_columns,
+                   cluster):
+    """Read DATA, compute ``result(est, X)`` per row and write it to ``out`` atomically."""
     cluster.check()
     ext = os.path.splitext(out.rstrip("/"))[1].lower()
     fmt = {".zarr": "zarr", ".parquet": "parquet", ".pq": "parquet"}.get(ext)
@@ -85,26 +103,68 @@ def predict(
     est = load_model_file(model)
     X = read_data(data, parse_columns(columns), chunks)
     check_features(est, X, model)
-    what = "probabilities" if proba else "log-likelihoods" if score_samples else "labels"
     reporter.event("start", f"writing {what} of {X.shape[0]} rows of {data} to {out}",
                    model=model, data=data, out=out, output=what, shape=list(X.shape))
     kwargs = {"overwrite": overwrite}
     if fmt == "parquet":
-        if proba:
-            kwargs["columns"] = [f"p{k}" for k in range(est.n_components)]
-        else:
-            kwargs["columns"] = ["log_likelihood" if score_samples else "label"]
+        kwargs["columns"] = parquet_columns(est)
     started = time.perf_counter()
     with removing_new_temporaries(out), _warnings_to(reporter), dask_client(cluster, reporter):
         from ..io import write_output
 
+        X = read_data(data, parse_columns(columns), chunks)  # chunked for the cluster's workers
         with bad_input(ValueError):
-            result = (est.predict_proba(X) if proba
-                      else est.score_samples(X) if score_samples else est.predict(X))
+            values = result(est, X)
         with bad_input(ValueError, FileExistsError):
-            write_output(result, out, format=fmt, **kwargs)
+            write_output(values, out, format=fmt, **kwargs)
     reporter.event("finished", f"{what} written to {out} ({time.perf_counter() - started:.1f} s)",
                    out=out, seconds=round(time.perf_counter() - started, 3))
+
+
+@app.command(epilog=EXIT_CODES_HELP)
+def impute(
+    model: Annotated[str, typer.Argument(metavar="MODEL", help="Model file written by `daskem fit`.")],
+    data: Annotated[str, typer.Argument(metavar="DATA", help="Data with missing values (NaN).")],
+    out: Annotated[str, typer.Option(
+        "--out", "-o", metavar="PATH",
+        help="Output: .zarr for Zarr, .parquet or .pq for a Parquet directory.",
+        rich_help_panel=OUTPUT)],
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace an existing output.", rich_help_panel=OUTPUT)] = False,
+    columns: ColumnsOpt = None,
+    chunks: ChunksOpt = None,
+    scheduler: SchedulerOpt = None,
+    scheduler_file: SchedulerFileOpt = None,
+    workers: WorkersOpt = None,
+    threads_per_worker: ThreadsOpt = None,
+    memory_limit: MemoryOpt = "auto",
+    processes: ProcessesOpt = True,
+    dashboard: DashboardOpt = True,
+    no_workers_timeout: NoWorkersTimeoutOpt = None,
+    quiet: QuietOpt = False,
+    log_json: LogJsonOpt = False,
+):
+    """Write DATA with each missing value replaced by its conditional mean under MODEL.
+
+    A hole becomes sum_k p(k | observed values) E[value | observed values, k]; observed
+    values are unchanged. Works with any fitted Gaussian mixture. The output is written
+    atomically: on failure nothing is left at --out.
+    """
+    reporter = _reporter("impute", quiet, log_json)
+
+    def parquet_columns(est):
+        names = getattr(est, "feature_names_in_", None)
+        return [str(n) for n in names] if names is not None else [f"x{j}" for j in range(est.n_features_in_)]
+
+    def result(est, X):
+        if not hasattr(est, "impute"):
+            raise ValueError(f"a {type(est).__name__} does not impute missing values")
+        return est.impute(X)
+
+    _write_per_row(reporter, "imputed data", model, data, out, overwrite, columns, chunks, result,
+                   parquet_columns,
+                   ClusterOptions(scheduler, scheduler_file, workers, threads_per_worker, memory_limit,
+                                  processes, dashboard, no_workers_timeout=no_workers_timeout))
 
 
 @app.command(epilog=EXIT_CODES_HELP)
@@ -122,13 +182,15 @@ def score(
     memory_limit: MemoryOpt = "auto",
     processes: ProcessesOpt = True,
     dashboard: DashboardOpt = True,
+    no_workers_timeout: NoWorkersTimeoutOpt = None,
     quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ):
     """Print the mean log-likelihood of DATA under MODEL, with BIC and AIC (one pass)."""
     reporter = _reporter("score", quiet, log_json)
     cluster = ClusterOptions(scheduler, scheduler_file, workers, threads_per_worker,
-                             memory_limit, processes, dashboard)
+                             memory_limit, processes, dashboard,
+                             no_workers_timeout=no_workers_timeout)
     cluster.check()
     est = load_model_file(model)
     X = read_data(data, parse_columns(columns), chunks)
@@ -136,6 +198,7 @@ def score(
     from .._predict import criteria
 
     with _warnings_to(reporter), dask_client(cluster, reporter):
+        X = read_data(data, parse_columns(columns), chunks)  # chunked for the cluster's workers
         with bad_input(ValueError):
             scores = criteria(est, X)
     n = int(scores["n_samples"])
@@ -282,6 +345,7 @@ def plot(
     memory_limit: MemoryOpt = "auto",
     processes: ProcessesOpt = True,
     dashboard: DashboardOpt = True,
+    no_workers_timeout: NoWorkersTimeoutOpt = None,
     quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ):
@@ -298,11 +362,13 @@ def plot(
     points = None
     if data is not None:
         cluster = ClusterOptions(scheduler, scheduler_file, workers, threads_per_worker,
-                                 memory_limit, processes, dashboard)
+                                 memory_limit, processes, dashboard,
+                                 no_workers_timeout=no_workers_timeout)
         cluster.check()
         X = read_data(data, parse_columns(columns), chunks)
         check_features(est, X, model)
         with _warnings_to(reporter), dask_client(cluster, reporter):
+            X = read_data(data, parse_columns(columns), chunks)  # chunked for the cluster's workers
             with bad_input(ValueError):
                 points = plotting.sample_rows(X, sample, random_state)
     with bad_input(ValueError):

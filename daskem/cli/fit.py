@@ -10,17 +10,21 @@ import typer
 
 from ._app import EXIT_CODES_HELP, app
 from ._data import (
+    LEGACY_CHUNK_BYTES,
     _check_local,
     _check_new_output,
     _normalise_source,
     _remove_checkpoint,
     data_fingerprint,
+    fit_chunking,
+    format_bytes,
     read_weighted_data,
 )
 from ._errors import BadInput, NotConverged, bad_input
 from ._fitting import fit_with_progress
 from ._options import (
     BAYESIAN,
+    COVARIANCE_NAMES,
     OUTPUT,
     CacheMode,
     CacheOpt,
@@ -34,6 +38,9 @@ from ._options import (
     LogJsonOpt,
     MaxIterOpt,
     MemoryOpt,
+    MissingMode,
+    MissingOpt,
+    NoWorkersTimeoutOpt,
     PriorType,
     ProcessesOpt,
     QuietOpt,
@@ -66,8 +73,11 @@ FIT_HELP = (
     "write the model to --out (a .npz file, no pickle).\n\n"
     "With --checkpoint DIR the whole EM state is saved atomically after every iteration; "
     "after a crash, the same command with --resume continues from it (same result, bit for "
-    "bit, for the same data and chunking). The checkpoint is removed once the model is "
-    "written; --resume without a checkpoint starts a new fit.\n\n"
+    "bit: the checkpoint keeps the row chunking, whatever the workers are then). The checkpoint "
+    "is removed once the model is written; --resume without a checkpoint starts a new fit.\n\n"
+    "Row chunks follow the cluster's workers (1/32 of their memory limit per thread, at most "
+    "128 MiB) unless --chunks is given. With no worker for --no-workers-timeout seconds (300 "
+    "by default) the fit stops with exit code 1, keeping its checkpoint.\n\n"
     "--config FILE reads a TOML file of the same option names (data, out, n-components or "
     "n_components, ...); relative paths in it are relative to the file. Precedence: command "
     "line, then environment, then config file, then defaults."
@@ -86,15 +96,18 @@ def fit(
     n_components: Annotated[int, typer.Option(
         "--n-components", "-k", min=1, metavar="K", help="Number of mixture components.")] = 1,
     covariance_type: Annotated[CovarianceType, typer.Option(
-        "--covariance-type", help="Covariance parameterisation.")] = CovarianceType.full,
+        "--covariance-type", help="Covariance parameterisation: scikit-learn's full, tied, diag, "
+                                  "spherical or one of mclust's 14 models (EII ... VVV).",
+    )] = CovarianceType["full"],
     max_iter: MaxIterOpt = 100,
     tol: Annotated[float, typer.Option(
         "--tol", min=0.0, help="Convergence threshold on the change of the mean log-likelihood.")] = 1e-3,
     n_init: Annotated[int, typer.Option("--n-init", min=1, help="Initialisations; the best is kept.")] = 1,
-    init_params: InitParamsOpt = InitParams.kmeans_parallel,
+    init_params: InitParamsOpt = InitParams.auto,
     random_state: Annotated[Optional[int], typer.Option(
         "--random-state", min=0, max=2**32 - 1, help="Seed, for reproducible fits.")] = None,
     reg_covar: RegCovarOpt = 1e-6,
+    missing: MissingOpt = MissingMode.raise_,
     bayesian: Annotated[bool, typer.Option(
         "--bayesian", help="Fit scikit-learn's BayesianGaussianMixture (variational inference): "
                            "the prior switches off the components the data do not need.",
@@ -132,6 +145,7 @@ def fit(
     memory_limit: MemoryOpt = "auto",
     processes: ProcessesOpt = True,
     dashboard: DashboardOpt = True,
+    no_workers_timeout: NoWorkersTimeoutOpt = None,
     quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ):
@@ -143,7 +157,8 @@ def fit(
     if resume and not checkpoint:
         raise BadInput("--resume needs --checkpoint DIR")
     cluster = ClusterOptions(scheduler, scheduler_file, workers, threads_per_worker,
-                             memory_limit, processes, dashboard)
+                             memory_limit, processes, dashboard,
+                             no_workers_timeout=no_workers_timeout)
     cluster.check()
     params = dict(
         n_components=n_components,
@@ -155,6 +170,10 @@ def fit(
         init_params=init_params.value,
         random_state=random_state,
     )
+    if missing != MissingMode.raise_:  # (left out otherwise: checkpoints of earlier fits resume)
+        if bayesian:
+            raise BadInput("--missing takes a Gaussian mixture: the Bayesian mixture has no missing values")
+        params["missing"] = missing.value
     if bayesian:
         params.update(weight_concentration_prior_type=weight_concentration_prior_type.value,
                       weight_concentration_prior=weight_concentration_prior)
@@ -185,7 +204,20 @@ def _run_fit(reporter: Reporter, data: str, out: str, params: dict[str, Any],
             "or --overwrite to start over"
         )
 
-    X, sample_weight, columns = read_weighted_data(data, columns, chunks, *weight_options)
+    saved = None
+    if resume and _checkpoint.has_checkpoint(checkpoint):
+        with bad_input(ValueError, FileNotFoundError):
+            saved = _checkpoint.load_checkpoint(checkpoint)
+    # how to read: --chunks, else as the interrupted fit did, else read()'s rule in the cluster
+    saved_chunking = saved.data.get("chunking") if saved is not None else None
+    if chunks is not None:
+        read_chunks, chunk_bytes = chunks, None
+    elif saved_chunking is not None:
+        read_chunks, chunk_bytes = saved_chunking["chunks"], saved_chunking["chunk_bytes"]
+    else:  # a new fit (sized in the cluster below), or a checkpoint of daskem 0.1
+        read_chunks, chunk_bytes = None, (LEGACY_CHUNK_BYTES if saved is not None else None)
+    X, sample_weight, columns = read_weighted_data(data, columns, read_chunks, *weight_options,
+                                                   chunk_bytes=chunk_bytes)
     if X.shape[0] < params["n_components"]:
         raise BadInput(
             f"the data have {X.shape[0]} row(s), fewer than --n-components {params['n_components']}"
@@ -205,11 +237,10 @@ def _run_fit(reporter: Reporter, data: str, out: str, params: dict[str, Any],
         est._validate_params()
 
     state = None
-    if resume and _checkpoint.has_checkpoint(checkpoint):
-        with bad_input(ValueError, FileNotFoundError):
-            saved = _checkpoint.load_checkpoint(checkpoint)
+    if saved is not None:
+        saved_data = {k: v for k, v in saved.data.items() if k != "chunking"}
         diffs = _checkpoint.differences(saved.options, params) + [
-            "data " + d for d in _checkpoint.differences(saved.data, fingerprint)
+            "data " + d for d in _checkpoint.differences(saved_data, fingerprint)
         ]
         if diffs:
             raise BadInput(
@@ -226,9 +257,9 @@ def _run_fit(reporter: Reporter, data: str, out: str, params: dict[str, Any],
         "start",
         f"fitting {params['n_components']} {params['covariance_type']} component(s)"
         + (" (variational)" if "weight_concentration_prior_type" in params else "") + f" to {data} "
-        f"({X.shape[0]} rows x {X.shape[1]} features, {X.dtype}, {len(X.chunks[0])} chunk(s))",
+        f"({X.shape[0]} rows x {X.shape[1]} features, {X.dtype})",
         data=fingerprint["source"], shape=list(X.shape), dtype=str(X.dtype),
-        chunks=len(X.chunks[0]), options=params, out=out, checkpoint=checkpoint,
+        options=params, out=out, checkpoint=checkpoint,
     )
     reporter.begin_fit(params["n_init"], params["max_iter"])
 
@@ -237,6 +268,34 @@ def _run_fit(reporter: Reporter, data: str, out: str, params: dict[str, Any],
 
     started = time.perf_counter()
     with _warnings_to(reporter), dask_client(cluster, reporter):
+        if read_chunks is None and chunk_bytes is None:
+            from ..io import auto_chunk_bytes
+
+            chunk_bytes, why = auto_chunk_bytes()
+            why = f"by read()'s rule, {why}"
+        else:
+            why = ("as the interrupted fit did" if chunks is None
+                   else f"by --chunks {chunks}")
+        # read again in the cluster: its workers size the chunks, too large ones are warned about
+        X, sample_weight, columns = read_weighted_data(data, columns, read_chunks, *weight_options,
+                                                       chunk_bytes=chunk_bytes)
+        fingerprint = data_fingerprint(data, X, columns)
+        if any(weight_options):
+            fingerprint["weights"] = weight_options[0] or _normalise_source(weight_options[1])
+        if saved is not None and fingerprint["row_chunks"] != saved.data.get("row_chunks"):
+            raise BadInput(f"cannot resume from {checkpoint!r}: the data's row chunks differ from "
+                           "the interrupted fit's; use the original --chunks, or --overwrite")
+        X, fit_cache, chunking = fit_chunking(X, cache, read_chunks, chunk_bytes, saved_chunking)
+        if saved is None or saved_chunking is not None:
+            fingerprint["chunking"] = chunking  # kept in every checkpoint, for --resume
+        est.set_params(cache=fit_cache)
+        sizes = sorted({int(n) for n in X.chunks[0]})
+        reporter.event(
+            "chunks", f"{len(X.chunks[0])} row chunk(s) of {sizes[-1]} rows "
+                      f"({format_bytes(sizes[-1] * X.shape[1] * X.dtype.itemsize)}) at most, sized {why}"
+                      + ("; persisted in the workers' memory" if chunking["persisted"] else ""),
+            chunks=len(X.chunks[0]), rows=sizes[-1], persisted=chunking["persisted"],
+        )
         if state is not None:
             reporter.event(
                 "resume",
@@ -299,15 +358,18 @@ def select(
         "--n-components", "-k", metavar="RANGE", help="Component counts: 1-10 or 2,4,8.")] = "1-10",
     covariance_type: Annotated[str, typer.Option(
         "--covariance-type", metavar="TYPES",
-        help="Comma-separated covariance types.")] = "full,tied,diag,spherical",
-    criterion: Annotated[str, typer.Option("--criterion", help="bic or aic (lower is better).")] = "bic",
+        help="Comma-separated covariance types (scikit-learn's or mclust's names), or all "
+             "(mclust's 14 models).")] = "full,tied,diag,spherical",
+    criterion: Annotated[str, typer.Option(
+        "--criterion", help="bic, aic or icl (scikit-learn's sign: lower is better).")] = "bic",
     max_iter: MaxIterOpt = 100,
     tol: Annotated[float, typer.Option("--tol", min=0.0, help="Convergence threshold.")] = 1e-3,
     n_init: Annotated[int, typer.Option("--n-init", min=1, help="Restarts per candidate.")] = 1,
-    init_params: InitParamsOpt = InitParams.kmeans_parallel,
+    init_params: InitParamsOpt = InitParams.auto,
     random_state: Annotated[Optional[int], typer.Option(
         "--random-state", min=0, max=2**32 - 1, help="Seed of every candidate.")] = None,
     reg_covar: RegCovarOpt = 1e-6,
+    missing: MissingOpt = MissingMode.raise_,
     columns: ColumnsOpt = None,
     chunks: ChunksOpt = None,
     weight_column: WeightColumnOpt = None,
@@ -326,6 +388,7 @@ def select(
     memory_limit: MemoryOpt = "auto",
     processes: ProcessesOpt = True,
     dashboard: DashboardOpt = True,
+    no_workers_timeout: NoWorkersTimeoutOpt = None,
     quiet: QuietOpt = False,
     log_json: LogJsonOpt = False,
 ):
@@ -334,13 +397,18 @@ def select(
     reporter = _reporter("select", quiet, log_json)
     ks = parse_components(n_components)
     types = [t.strip() for t in covariance_type.split(",") if t.strip()]
-    unknown = [t for t in types if t not in {c.value for c in CovarianceType}]
+    if types == ["all"]:  # mclust's fourteen models
+        types = list(COVARIANCE_NAMES[4:])
+    unknown = [t for t in types if t not in COVARIANCE_NAMES]
     if not types or unknown:
-        raise BadInput(f"invalid --covariance-type {covariance_type!r}: use full, tied, diag, spherical")
-    if criterion not in ("bic", "aic"):
-        raise BadInput(f"invalid --criterion {criterion!r}: use bic or aic")
+        raise BadInput(f"invalid --covariance-type {covariance_type!r}: use full, tied, diag, spherical, "
+                       "mclust's names (EII, VII, EEI, VEI, EVI, VVI, EEE, VEE, EVE, VVE, EEV, VEV, "
+                       "EVV, VVV) or all")
+    if criterion not in ("bic", "aic", "icl"):
+        raise BadInput(f"invalid --criterion {criterion!r}: use bic, aic or icl")
     cluster = ClusterOptions(scheduler, scheduler_file, workers, threads_per_worker,
-                             memory_limit, processes, dashboard)
+                             memory_limit, processes, dashboard,
+                             no_workers_timeout=no_workers_timeout)
     cluster.check()
     _check_local(out, "--out (the model file)")
     _check_new_output(out, overwrite, "model")
@@ -355,7 +423,7 @@ def select(
     from ..selection import select_model
 
     options = dict(max_iter=max_iter, tol=float(tol), n_init=n_init, init_params=init_params.value,
-                   reg_covar=float(reg_covar), cache=cache_value(cache))
+                   reg_covar=float(reg_covar), cache=cache_value(cache), missing=missing.value)
     reporter.event(
         "start", f"selecting among {len(ks) * len(types)} candidates on {data} "
                  f"({X.shape[0]} rows x {X.shape[1]} features)",
@@ -363,6 +431,9 @@ def select(
     )
     started = time.perf_counter()
     with _warnings_to(reporter), dask_client(cluster, reporter), bad_input(ValueError):
+        # read again, chunked for the cluster's workers
+        X, sample_weight, columns = read_weighted_data(data, columns, chunks, weight_column, weights)
+        fingerprint = data_fingerprint(data, X, columns)
         table, best = select_model(X, ks, types, criterion=criterion, sample_weight=sample_weight,
                                    random_state=random_state, **options)
     seconds = time.perf_counter() - started

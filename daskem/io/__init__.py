@@ -32,12 +32,15 @@ from ._parquet import write_parquet
 from ._paths import local_path as local_path
 from ._paths import split_array_path as split_array_path
 from ._read import read
+from ._sizing import ChunkSizeWarning
+from ._sizing import auto_chunk_bytes as auto_chunk_bytes
 from ._write import write_output
 from ._zarr import write_zarr
 
 __all__ = [
     "read",
     "cache_decision",
+    "ChunkSizeWarning",
     "write_zarr",
     "write_parquet",
     "write_output",

@@ -19,6 +19,7 @@ import dask
 from dask.base import get_scheduler
 from fsspec.core import url_to_fs
 
+from .._cluster import no_workers_watch
 from ._paths import is_local, local_path
 
 if TYPE_CHECKING:
@@ -105,7 +106,8 @@ def compute(*collections: Any) -> None:
         with ThreadPoolExecutor(n) as pool:
             dask.compute(*collections, scheduler="threads", pool=pool)
     else:
-        dask.compute(*collections)
+        with no_workers_watch(collections=list(collections)):
+            dask.compute(*collections)
 
 
 def remove(fs: AbstractFileSystem, path: str) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 from dask.utils import format_bytes
 
 from .._cluster import current_client
+from ._sizing import WORKER_PROCESS_BYTES, auto_chunk_bytes
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -72,8 +73,11 @@ def cache_decision(
         most half of the memory available to the computation:
 
         * with a distributed client (`client`, or the current default client),
-          the sum of the workers' memory limits; a worker without a limit
-          (``memory_limit == 0``) makes it the total memory of this machine;
+          the sum of the workers' memory limits, less the worker processes
+          themselves (:data:`daskem.io._sizing.WORKER_PROCESS_BYTES`, 192 MiB
+          each, which small workers cannot spare: workers of 384 MiB or less
+          never persist); a worker without a limit (``memory_limit == 0``)
+          makes it the total memory of this machine;
         * without a client, the available memory of this machine.
     client : distributed.Client, optional
         The client the computation will run on.
@@ -113,8 +117,14 @@ def cache_decision(
             budget = psutil.virtual_memory().total
             where = "total memory of this machine; some workers have no memory limit"
         else:
-            budget = sum(limits)
-            where = f"memory limit of {len(limits)} worker(s)"
+            # half of each worker's limit, less the worker process itself
+            room = sum(max(0, limit / 2 - WORKER_PROCESS_BYTES) for limit in limits)
+            persist = nbytes <= room
+            return persist, (
+                f"auto: data size {format_bytes(nbytes)} is {'at most' if persist else 'more than'} "
+                f"{format_bytes(room)}: half of {format_bytes(sum(limits))} (memory limit of "
+                f"{len(limits)} worker(s)) less {format_bytes(WORKER_PROCESS_BYTES)} per worker process"
+            )
     else:
         budget = psutil.virtual_memory().available
         where = "available memory of this machine"
@@ -126,24 +136,30 @@ def cache_decision(
     )
 
 
-def chunks_for_persisting(X: da.Array) -> da.Array:
+def chunks_for_persisting(X: da.Array, max_chunk_bytes: float | None = None) -> da.Array:
     """Re-chunk rows before persisting: few chunks are split, small ones merged.
 
     Data in fewer than 16 chunks are split into 16 (each at least 1 MiB):
     one chunk per pass is one task, which leaves all threads but one idle.
     Otherwise small chunks grow towards 16 MiB, but not below 16 chunks in
-    all, so that the scheduler's cost per task stays small. The chunking
-    depends on the data alone, not on the cluster, so fits stay
-    reproducible; it changes results only by rounding (1e-10), and outputs
-    of predict follow the caller's array, not this one.
+    all, so that the scheduler's cost per task stays small, and not beyond
+    ``max_chunk_bytes`` (by default the chunk size of read()'s rule for the
+    active cluster, :func:`daskem.io.auto_chunk_bytes`, which is 16 MiB or
+    more unless workers have under 512 MiB per thread). So the chunking
+    depends on the data alone, except on such small workers; it changes
+    results only by rounding (1e-10), and outputs of predict follow the
+    caller's array, not this one.
     """
+    if max_chunk_bytes is None:
+        max_chunk_bytes, _ = auto_chunk_bytes()
     row_bytes = X.shape[1] * X.dtype.itemsize
     median_rows = int(np.median(X.chunks[0]))
     even_rows = -(-X.shape[0] // MIN_PERSISTED_CHUNKS)
     if X.numblocks[0] < MIN_PERSISTED_CHUNKS:
         rows = max(even_rows, MIN_SPLIT_CHUNK_BYTES // row_bytes)
         return X.rechunk({0: rows}) if rows * 1.5 < median_rows else X
-    rows = max(median_rows, min(MIN_PERSISTED_CHUNK_BYTES // row_bytes, even_rows))
+    merged = min(MIN_PERSISTED_CHUNK_BYTES, max_chunk_bytes)
+    rows = max(median_rows, min(int(merged // row_bytes), even_rows))
     if rows <= median_rows * 1.5:
         return X
     return X.rechunk({0: rows})

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Hashable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import dask
 import dask.array as da
 import numpy as np
 from fsspec.core import url_to_fs
@@ -21,6 +22,7 @@ from ._checks import check_shape, float_dtype, no_columns, non_numeric_error, ro
 from ._npy import read_npy
 from ._parquet import PARQUET_SUFFIXES, parquet_files, read_parquet
 from ._paths import split_array_path
+from ._sizing import WorkerMemory, auto_chunk_bytes, log_chunking, warn_if_too_large, worker_memory
 from ._zarr import is_zarr, read_zarr
 
 if TYPE_CHECKING:
@@ -34,7 +36,7 @@ def read(
     chunks: int | None = None,
     storage_options: dict[str, Any] | None = None,
     component: str | None = None,
-    chunk_bytes: int = 128 * 2**20,
+    chunk_bytes: int | None = None,
 ) -> da.Array:
     """Open data as a 2-D floating Dask array chunked by rows only.
 
@@ -60,17 +62,24 @@ def read(
     chunks : int, optional
         Rows per chunk. For Zarr it is rounded to a whole number of stored
         chunks (shards when sharded), for Parquet chunks are made of whole row
-        groups. By default chunks are sized near `chunk_bytes`, except that a
-        Dask array keeps its row chunks (unless they exceed `chunk_bytes` once
-        its column blocks are merged).
+        groups. By default chunks are sized to at most `chunk_bytes` (and at
+        least one stored chunk or row group), except that a Dask array keeps
+        its row chunks (unless they exceed `chunk_bytes` once its column
+        blocks are merged). Chunks too large for the workers of the active
+        distributed client get a :class:`~daskem.io.ChunkSizeWarning`.
     storage_options : dict, optional
         Passed to fsspec (and Zarr) for URLs.
     component : str, optional
         Path of the array inside a Zarr group, e.g. ``"features/X"``. Can also
         be given as a suffix of the source: ``"store.zarr::features/X"``.
         Without it, a group holding exactly one 2-D array uses that array.
-    chunk_bytes : int, default 128 MiB
-        Target size of one chunk (as floats) when `chunks` is not given.
+    chunk_bytes : int, optional
+        Largest size of one chunk (as floats) when `chunks` is not given. By
+        default it follows the cluster: with an active distributed client,
+        1/32 of the smallest memory limit per thread of its workers, between
+        1 MiB and 128 MiB; without a client, or before its cluster has
+        workers with memory limits, 128 MiB. The choice is logged (logger
+        ``daskem``, INFO).
 
     Returns
     -------
@@ -99,9 +108,25 @@ def read(
         not isinstance(chunks, (int, np.integer)) or isinstance(chunks, bool) or chunks < 1
     ):
         raise ValueError(f"chunks must be a positive number of rows, got {chunks!r}")
-    if chunk_bytes <= 0:
+    if chunk_bytes is not None and not chunk_bytes > 0:
         raise ValueError(f"chunk_bytes must be positive, got {chunk_bytes!r}")
+    memory = worker_memory()  # of the active distributed client's workers, if any
+    reason = None
+    if chunks is None and chunk_bytes is None:
+        chunk_bytes, reason = auto_chunk_bytes(memory=memory)
+    x = _read(source, columns, chunks, storage_options, component, chunk_bytes)
+    _check_chunking(x, source, chunks, chunk_bytes, reason, memory)
+    return x
 
+
+def _read(
+    source: Any,
+    columns: Iterable[Hashable] | None,
+    chunks: int | None,
+    storage_options: dict[str, Any] | None,
+    component: str | None,
+    chunk_bytes: float,
+) -> da.Array:
     if isinstance(source, (str, os.PathLike)):
         return _read_path(os.fspath(source), columns, chunks, storage_options, component, chunk_bytes)
     if component is not None:
@@ -136,6 +161,28 @@ def read(
         "path or URL (Zarr, Parquet, .npy), a NumPy or Dask array, a pandas or Dask DataFrame, "
         "or an xarray DataArray"
     )
+
+
+def _check_chunking(
+    x: da.Array, source: Any, chunks: int | None, chunk_bytes: float, reason: str | None,
+    memory: WorkerMemory,
+) -> None:
+    """Log the chunk size the rule picked; warn about chunks too large for the workers."""
+    what = repr(os.fspath(source)) if isinstance(source, (str, os.PathLike)) else f"a {type(source).__name__}"
+    row_bytes = x.shape[1] * x.dtype.itemsize
+    # Dask collections keep their own row chunks unless merging column blocks resized them
+    kept = dask.is_dask_collection(source) and not (
+        isinstance(source, da.Array) and source.chunks[0] != x.chunks[0]
+    )
+    if reason is not None and not kept:
+        log_chunking(what, x.chunks[0][0], row_bytes, reason)
+    if chunks is not None:
+        cause = f"chunks={chunks}"
+    elif reason is None:
+        cause = f"chunk_bytes={chunk_bytes}"
+    else:
+        cause = "its stored chunks, shards, row groups or Dask chunks"
+    warn_if_too_large(max(x.chunks[0]) * row_bytes, what, cause, memory=memory)
 
 
 # ---- paths -------------------------------------------------------------------

@@ -92,8 +92,8 @@ def read_zarr(
     block = (getattr(array, "shards", None) or array.chunks)[0]
     if chunks is not None:
         n_blocks = max(1, round(chunks / block))
-    else:
-        n_blocks = max(1, round(rows_per_chunk(array.shape[1], dtype, chunk_bytes) / block))
+    else:  # at most chunk_bytes (the rule's size follows the workers' memory), at least one block
+        n_blocks = max(1, rows_per_chunk(array.shape[1], dtype, chunk_bytes) // block)
     rows = min(n_blocks * block, array.shape[0])
     x = da.from_array(array, chunks=(rows, array.shape[1]))
     return x.astype(dtype) if x.dtype != dtype else x
