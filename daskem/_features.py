@@ -12,12 +12,15 @@ import numpy as np
 
 # Bytes of the feature matrix of one row block; sized to stay in cache.
 _BLOCK_BYTES = 2 * 2**20
-# Rows-major types (tied, diag, spherical): bytes of the block's z in float64
-# (diag's z^2 as much again). 768 KiB: 1,536 rows at d=64, 6,144 at d=16; on
-# one thread against 2 MiB of features before (one 50,000-row chunk, min of
-# 15 rounds): diag d=64 K=8 216-242 against 291 ns per row, spherical 196
-# against 216, diag d=16 81 against 101.
-_ROWS_BLOCK_BYTES = 768 * 2**10
+# Rows-major types (tied, diag, spherical): bytes of the block's z and its
+# squares in float64. 1.5 MiB: diag 1,536 rows at d=64 and 6,144 at d=16,
+# spherical 2,979 at d=64. Against 2 MiB of features before, ns per row
+# (one 50,000-row chunk on one thread, min of 15 rounds; 1,000,000 rows in
+# 20 chunks on two threads, median of 9 paired rounds): diag d=64 K=8 216
+# against 291 (1.37x on two threads), diag d=16 K=8 81 against 101,
+# spherical d=64 K=8 1.10x and 1.11x (with half its rows: 1.13x on one
+# thread but 0.86x on two, where every NumPy call hands the GIL over).
+_ROWS_BLOCK_BYTES = 3 * 2**19
 _MIN_BLOCK_ROWS = 256
 _MAX_BLOCK_ROWS = 8192
 
@@ -213,10 +216,10 @@ def _features(covariance_type, d):
 
 def _block_rows(feat, itemsize):
     """Rows per block: the (m, rows) feature matrix of full covariance about
-    _BLOCK_BYTES; the z of the other types _ROWS_BLOCK_BYTES in float64 (the
-    M-step products of float32 data run on float64 copies)."""
+    _BLOCK_BYTES; z and its squares of the other types _ROWS_BLOCK_BYTES in
+    float64 (the M-step products of float32 data run on float64 copies)."""
     if feat.features_major:
         rows = _BLOCK_BYTES // (itemsize * feat.m_total)
     else:
-        rows = _ROWS_BLOCK_BYTES // (8 * feat.d)
+        rows = _ROWS_BLOCK_BYTES // (8 * (feat.m - 1))
     return min(max(rows, _MIN_BLOCK_ROWS), _MAX_BLOCK_ROWS) // 16 * 16

@@ -286,8 +286,10 @@ def test_the_cost_model_chooses_the_form(monkeypatch):
         kernel_parameters(weights, means, chol, "full", shift, np.float64, form="dense")
 
 
-@pytest.mark.parametrize("form", ["projection", "packed"])
-@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize(
+    "form, covariance_type",
+    [("projection", "full")] + [("packed", covariance_type) for covariance_type in COVARIANCE_TYPES],
+)
 def test_kernels_allocate_nothing_per_row_block(form, covariance_type):
     # the per-block temporaries live in the per-thread workspace (see
     # _Workspace): a chunk of 8 blocks allocates no more than one of 1 block
@@ -295,20 +297,18 @@ def test_kernels_allocate_nothing_per_row_block(form, covariance_type):
 
     from daskem import _kernels, _projection
 
-    if form == "projection" and covariance_type != "full":
-        pytest.skip("the projection form is full covariance's")
     k, d = 8, 64
     weights, means, cov, chol = _full_mixture(k, d, seed=9)
     if covariance_type != "full":
         chol = precision_cholesky(_dense_to(covariance_type, cov), covariance_type)
-    X = _full_rows(means, 8 * 2048, seed=10)
-    kp = kernel_parameters(weights, means, chol, covariance_type, X.mean(axis=0), np.float64,
-                           form=form)
-    layout = StatisticsLayout(covariance_type, k, d)
     if form == "projection":
         step = _projection.BLOCK_ROWS
     else:
         step = _kernels._block_rows(_kernels._features(covariance_type, d), 8)
+    X = _full_rows(means, 8 * step, seed=10)
+    kp = kernel_parameters(weights, means, chol, covariance_type, X.mean(axis=0), np.float64,
+                           form=form)
+    layout = StatisticsLayout(covariance_type, k, d)
     peaks = []
     for rows in (step, 8 * step):
         chunk_statistics(X[:rows], kp, layout)  # the workspace of this thread
