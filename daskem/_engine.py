@@ -92,6 +92,19 @@ class FitSettings:
         names = [f.name for f in dataclasses.fields(cls)]
         return cls(**{name: params[name] for name in names if name in params})
 
+    @property
+    def accelerated(self) -> bool:
+        """Whether batch EM runs SQUAREM ('auto' does; online EM is never accelerated)."""
+        return self.acceleration in ("auto", "squarem")
+
+    def check_online(self) -> None:
+        """Raise ValueError where the settings ask online EM for what only batch EM does."""
+        if self.acceleration == "squarem":
+            raise ValueError(
+                f"acceleration={self.acceleration!r} extrapolates batch EM steps; online EM "
+                "(algorithm='online', partial_fit) takes acceleration='auto' or None"
+            )
+
 
 @dataclasses.dataclass
 class WarmStart:
@@ -362,8 +375,8 @@ def fit_steps(
             result = RunResult(params, lower_bound, list(resume.lower_bounds),
                                len(resume.seconds), True, list(resume.seconds))
         else:
-            run = em_steps if settings.acceleration is None else squarem_steps
-            extra = {} if settings.acceleration is None else {"converged": has_converged}
+            run = squarem_steps if settings.accelerated else em_steps
+            extra = {"converged": has_converged} if settings.accelerated else {}
             result = yield from tally.count(run(
                 family, params, data, tol=settings.tol, max_iter=settings.max_iter,
                 lower_bound=lower_bound, history=history,
@@ -590,6 +603,8 @@ def fit(
     estimator._validate_params()
     family = family_of(estimator)
     settings = FitSettings.from_params(estimator.get_params(deep=False))
+    if settings.algorithm == "online":
+        settings.check_online()
     with rollback_on_failure(estimator), no_workers_watch(settings.no_workers_timeout):
         warm = _warm_start(estimator, family, settings, online_state)
         data = prepare_data(estimator, X, sample_weight, family, settings.cache)
@@ -623,6 +638,7 @@ def partial_fit(
     settings = FitSettings.from_params(estimator.get_params(deep=False))
     if not family.supports_online:
         raise ValueError(f"{type(estimator).__name__} does not support partial_fit")
+    settings.check_online()
     with rollback_on_failure(estimator), no_workers_watch(settings.no_workers_timeout):
         first = not hasattr(estimator, "means_")
         if first:

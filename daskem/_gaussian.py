@@ -463,10 +463,18 @@ class GaussianFamily(MixtureFamily):
                 raise ValueError("extrapolated covariances overflow") from None
         if not (np.all(np.isfinite(means)) and np.all(np.isfinite(weights))):
             raise ValueError("extrapolated parameters are not finite")
-        # the model's constraints come back with the M-step of the pass at this point;
-        # its decomposition is a good start for mclust's iterative M-steps
+        if self.model is None:
+            return MixtureParameters(weights, means, cov, precision_cholesky(cov, kernel))
+        # Extrapolating Cholesky factors loses a common orientation, equal volumes or
+        # shapes: the model's M-step with the extrapolated covariances as scatter gives
+        # the member of the model nearest to them (in likelihood), so the point the
+        # safeguard compares lies in the model and EM from it never lowers the bound.
+        d = means.shape[1]
+        scatter = _expand(cov, kernel, d) * weights[:, None, None]
+        result = _mclust.m_step_covariances(self.model, weights, scatter, 0.0, _previous(like, kernel))
+        cov = _from_full(result.covariances, kernel)
         return MixtureParameters(weights, means, cov, precision_cholesky(cov, kernel),
-                                 like.volumes, like.shapes, like.orientations)
+                                 result.volumes, result.shapes, result.orientations)
 
     def kernel_parameters(self, parameters: MixtureParameters, dtype: np.dtype,
                           holes: bool = False) -> dict:

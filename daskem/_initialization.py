@@ -32,6 +32,8 @@ KMEANS_PARALLEL_LLOYD = 3
 CANDIDATE_RESTARTS = 10
 # rows assigned to centres at a time
 _ASSIGN_ROWS = 8192
+# bytes of one row block's (rows, centres) scores in the nearest-centre search
+_SCORE_BYTES = 2**18
 
 
 def row_uniforms(seed, start, n_rows, n_cols=1):
@@ -52,14 +54,27 @@ def row_uniforms(seed, start, n_rows, n_cols=1):
     return ((x >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
 
 
-def _sq_distances(z, centres):
-    """Squared distances (n, m) of shifted rows to shifted centres."""
-    d2 = (
-        np.einsum("nd,nd->n", z, z)[:, None]
-        - 2.0 * (z @ centres.T)
-        + np.einsum("md,md->m", centres, centres)[None, :]
-    )
-    return np.maximum(d2, 0.0)
+def _nearest(z, centres):
+    """(index of the nearest centre, squared distance to it) of every shifted row.
+
+    The argmax of z.c - |c|^2 / 2 is the nearest centre, and |z|^2 minus twice
+    that maximum its squared distance; row blocks keep the (rows, centres)
+    scores in the core's cache.
+    """
+    n, m = len(z), len(centres)
+    half_norms = 0.5 * np.einsum("md,md->m", centres, centres)
+    labels = np.empty(n, dtype=np.intp)
+    d2 = np.einsum("nd,nd->n", z, z)
+    step = max(256, _SCORE_BYTES // (8 * max(m, 1)))
+    scores = np.empty((min(n, step), m))
+    for s in range(0, n, step):
+        zb = z[s : s + step]
+        g = np.matmul(zb, centres.T, out=scores[: len(zb)])
+        g -= half_norms
+        best = g.argmax(axis=1)
+        labels[s : s + len(zb)] = best
+        d2[s : s + len(zb)] -= 2.0 * g[np.arange(len(zb)), best]
+    return labels, np.maximum(d2, 0.0, out=d2)
 
 
 def _d2_sample_func(block, ctx, row_start, sample_weight):
@@ -72,7 +87,7 @@ def _d2_sample_func(block, ctx, row_start, sample_weight):
     n_take = ctx["n_take"]
     z = np.asarray(block, dtype=np.float64) - ctx["shift"]
     if len(ctx["centres"]):
-        d2 = _sq_distances(z, ctx["centres"]).min(axis=1)
+        d2 = _nearest(z, ctx["centres"])[1]
     else:
         d2 = np.ones(len(z))
     if sample_weight is not None:
@@ -81,7 +96,9 @@ def _d2_sample_func(block, ctx, row_start, sample_weight):
     with np.errstate(divide="ignore"):
         keys = np.where(d2 > 0, np.log(u) / np.where(d2 > 0, d2, 1.0), -np.inf)
     out = np.full((n_take, z.shape[1] + 1), -np.inf)
-    top = np.argsort(-keys, kind="stable")[:n_take]
+    top = np.argsort(-keys, kind="stable") if len(keys) <= n_take else \
+        np.argpartition(-keys, n_take - 1)[:n_take]
+    top = top[np.argsort(-keys[top], kind="stable")][:n_take]
     out[: len(top), 0] = keys[top]
     out[: len(top), 1:] = z[top]
     return out.reshape(-1)
@@ -102,7 +119,7 @@ def _hard_statistics_func(block, ctx, row_start, sample_weight):
     step = _ASSIGN_ROWS
     for s in range(0, len(z), step):
         zb = z[s : s + step]
-        labels = _sq_distances(zb, ctx["centres"]).argmin(axis=1)
+        labels = _nearest(zb, ctx["centres"])[0]
         resp = sp.csr_matrix(
             (np.ones(len(zb)), (np.arange(len(zb)), labels)),
             shape=(len(zb), layout.n_components),
@@ -145,16 +162,14 @@ def _centre_sums_func(block, ctx, row_start, sample_weight):
     centres = ctx["centres"]
     k, d = centres.shape
     z = np.asarray(block, dtype=np.float64) - ctx["shift"]
-    counts, sums, squares = np.zeros(k), np.zeros((k, d)), 0.0
-    for s in range(0, len(z), _ASSIGN_ROWS):
-        zb = z[s : s + _ASSIGN_ROWS]
-        w = np.ones(len(zb)) if sample_weight is None else sample_weight[s : s + _ASSIGN_ROWS]
-        labels = _sq_distances(zb, centres).argmin(axis=1)
-        onehot = sp.csr_matrix((w, (labels, np.arange(len(zb)))), shape=(k, len(zb)))
-        counts += np.bincount(labels, weights=w, minlength=k)
-        sums += onehot @ zb
-        squares += float(w @ np.einsum("nd,nd->n", zb, zb))
-    return np.concatenate([counts, sums.ravel(), [squares]])
+    labels = _nearest(z, centres)[0]
+    wz = z if sample_weight is None else z * sample_weight[:, None]
+    counts = np.bincount(labels, weights=sample_weight, minlength=k).astype(np.float64)
+    # the sums of every (centre, feature) pair in one bincount
+    cells = (labels[:, None] * d + np.arange(d)).ravel()
+    sums = np.bincount(cells, weights=wz.ravel(), minlength=k * d)
+    squares = float(np.einsum("nd,nd->", wz, z))
+    return np.concatenate([counts, sums, [squares]])
 
 
 def centre_sums_steps(shift, centres):

@@ -104,13 +104,16 @@ class GaussianMixture(MixtureEstimator):
         0.0 for it, ``predict_proba`` the weights, and it counts in neither
         ``score``'s mean nor the n of BIC. Initialisation sees the holes
         filled with the column means. Infinity is an error in every mode.
-    acceleration : {'squarem', None}, default=None
-        'squarem' extrapolates every two EM steps (Varadhan and Roland
-        2008) with a safeguard that never accepts a lower bound below plain
-        EM's; it reaches convergence in fewer passes. ``n_iter_`` and
-        ``max_iter`` count EM steps (passes), ``lower_bounds_`` holds the
-        accepted bounds. None is plain EM, step for step scikit-learn's.
-        Batch EM only.
+    acceleration : {'auto', 'squarem', None}, default='auto'
+        'squarem' extrapolates every two EM steps (SQUAREM, Varadhan and
+        Roland 2008) with a safeguard that never accepts a lower bound below
+        plain EM's: it reaches convergence in fewer passes (see
+        benchmarks/RESULTS.md). ``n_iter_`` and ``max_iter`` count EM steps
+        (one pass each), ``lower_bounds_`` holds the accepted bounds, which
+        never decrease. None is plain EM, step for step scikit-learn's: use
+        it to compare with scikit-learn from identical parameters. 'auto' is
+        'squarem' for batch EM and plain stepwise EM for
+        ``algorithm='online'`` (which 'squarem' refuses).
     no_workers_timeout : float, default=None
         Seconds the fit (and ``score``, ``bic``, ``aic``) waits while the
         cluster of the active distributed client has no worker, before it
@@ -162,7 +165,7 @@ class GaussianMixture(MixtureEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "learning_decay": [Interval(Real, 0.5, 1.0, closed="right")],
         "learning_offset": [Interval(Real, 0.0, None, closed="left")],
-        "acceleration": [StrOptions({"squarem"}), None],
+        "acceleration": [StrOptions({"auto", "squarem"}), None],
         "hc_sample_size": [Interval(Integral, 2, None, closed="left")],
         "missing": [StrOptions({"raise", "drop", "marginalize"})],
     }
@@ -189,7 +192,7 @@ class GaussianMixture(MixtureEstimator):
         batch_size=None,
         learning_decay=0.51,
         learning_offset=1.0,
-        acceleration=None,
+        acceleration="auto",
         no_workers_timeout=None,
         hc_sample_size=2000,
         missing="raise",

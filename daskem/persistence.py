@@ -356,6 +356,11 @@ def load_model(path: str | os.PathLike[str]) -> Any:
         ) from None
 
 
+# parameters an estimator gained after daskem 0.1.0, and the value that gives
+# that version's behaviour (0.1.0 ran plain EM)
+_ADDED_PARAMETERS = {"acceleration": None}
+
+
 def _model_from(meta, arrays):
     from ._engine import set_fitted
 
@@ -367,7 +372,9 @@ def _model_from(meta, arrays):
     unknown = sorted(set(raw_params) - valid)
     if unknown:
         raise ValueError(f"unknown estimator parameter(s) {unknown}")
-    params = {}
+    # parameters added since a file was written take the value that reproduces
+    # the fit it records
+    params = {name: value for name, value in _ADDED_PARAMETERS.items() if name in valid}
     for name, value in raw_params.items():
         if isinstance(value, dict) and "__random_state__" in value:
             params[name] = decode_random_state(value, arrays, f"param:{name}")

@@ -282,6 +282,23 @@ MissingOpt = Annotated[MissingMode, typer.Option(
     "--missing", help="Missing values (NaN): raise an error, drop the rows with holes, or "
                       "marginalize (exact EM over the observed values). Stored in the model: "
                       "predict and score follow it.")]
+
+
+class Acceleration(str, enum.Enum):
+    auto = "auto"
+    squarem = "squarem"
+    none = "none"
+
+
+def acceleration_value(acceleration: Acceleration) -> str | None:
+    """The estimator's ``acceleration`` parameter for an --acceleration choice."""
+    return None if acceleration is Acceleration.none else acceleration.value
+
+
+AccelerationOpt = Annotated[Acceleration, typer.Option(
+    "--acceleration", help="EM acceleration: squarem (fewer passes to convergence, never ending "
+                           "lower), none (plain EM, step for step scikit-learn's) or auto "
+                           "(squarem for batch EM).")]
 CacheOpt = Annotated[CacheMode, typer.Option(
     "--cache", help="Keep the data in cluster memory during the fit (auto: when it fits).",
     rich_help_panel=DATA_PANEL)]

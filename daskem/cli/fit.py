@@ -26,6 +26,8 @@ from ._options import (
     BAYESIAN,
     COVARIANCE_NAMES,
     OUTPUT,
+    Acceleration,
+    AccelerationOpt,
     CacheMode,
     CacheOpt,
     ChunksOpt,
@@ -52,6 +54,7 @@ from ._options import (
     WeightsOpt,
     WorkersOpt,
     _load_config,
+    acceleration_value,
     cache_value,
     dask_client,
     parse_columns,
@@ -108,6 +111,7 @@ def fit(
         "--random-state", min=0, max=2**32 - 1, help="Seed, for reproducible fits.")] = None,
     reg_covar: RegCovarOpt = 1e-6,
     missing: MissingOpt = MissingMode.raise_,
+    acceleration: AccelerationOpt = Acceleration.auto,
     bayesian: Annotated[bool, typer.Option(
         "--bayesian", help="Fit scikit-learn's BayesianGaussianMixture (variational inference): "
                            "the prior switches off the components the data do not need.",
@@ -174,6 +178,11 @@ def fit(
         if bayesian:
             raise BadInput("--missing takes a Gaussian mixture: the Bayesian mixture has no missing values")
         params["missing"] = missing.value
+    if acceleration is not Acceleration.auto:  # (left out otherwise, as --missing)
+        if bayesian:
+            raise BadInput("--acceleration takes a Gaussian mixture: the Bayesian mixture's "
+                           "variational steps are not accelerated")
+        params["acceleration"] = acceleration_value(acceleration)
     if bayesian:
         params.update(weight_concentration_prior_type=weight_concentration_prior_type.value,
                       weight_concentration_prior=weight_concentration_prior)
@@ -370,6 +379,7 @@ def select(
         "--random-state", min=0, max=2**32 - 1, help="Seed of every candidate.")] = None,
     reg_covar: RegCovarOpt = 1e-6,
     missing: MissingOpt = MissingMode.raise_,
+    acceleration: AccelerationOpt = Acceleration.auto,
     columns: ColumnsOpt = None,
     chunks: ChunksOpt = None,
     weight_column: WeightColumnOpt = None,
@@ -423,7 +433,8 @@ def select(
     from ..selection import select_model
 
     options = dict(max_iter=max_iter, tol=float(tol), n_init=n_init, init_params=init_params.value,
-                   reg_covar=float(reg_covar), cache=cache_value(cache), missing=missing.value)
+                   reg_covar=float(reg_covar), cache=cache_value(cache), missing=missing.value,
+                   acceleration=acceleration_value(acceleration))
     reporter.event(
         "start", f"selecting among {len(ks) * len(types)} candidates on {data} "
                  f"({X.shape[0]} rows x {X.shape[1]} features)",
