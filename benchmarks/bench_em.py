@@ -256,7 +256,8 @@ def daskem_per_iteration(X, covariance_type, k, init, max_iter, n_chunks, repeat
     seconds, peaks = [], []
     for _ in range(repeats):
         gm = GaussianMixture(
-            k, covariance_type=covariance_type, max_iter=max_iter, tol=0, random_state=0, **init
+            k, covariance_type=covariance_type, max_iter=max_iter, tol=0, random_state=0,
+            acceleration=None, **init
         )
         with PeakRSS() as mem, warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -570,7 +571,8 @@ def run_chunks(args):
                     reps = args.rounds if n <= 2_000_000 else 1
                     for _ in range(reps):
                         gm = GaussianMixture(
-                            k, max_iter=args.daskem_iter, tol=0, random_state=0, cache=cache, **init
+                            k, max_iter=args.daskem_iter, tol=0, random_state=0, cache=cache,
+                            acceleration=None, **init
                         )
                         with warnings.catch_warnings():
                             warnings.simplefilter("ignore")

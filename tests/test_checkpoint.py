@@ -22,7 +22,8 @@ from daskem._checkpoint import (
 from daskem._engine import fit
 
 PARAMS = ["weights_", "means_", "covariances_", "precisions_cholesky_"]
-OPTIONS = dict(n_components=3, n_init=2, max_iter=6, tol=0.0, init_params="random", random_state=5)
+OPTIONS = dict(n_components=3, n_init=2, max_iter=6, tol=0.0, init_params="random", random_state=5,
+               acceleration=None)
 DATA = {"source": "/data/x.zarr", "shape": [900, 3], "dtype": "float64"}
 
 

@@ -20,10 +20,12 @@ PARAMS = ["weights_", "means_", "covariances_", "precisions_cholesky_"]
 
 
 def fixed_fit(X, covariance_type="full", max_iter=10, **kw):
+    """Plain EM (accelerated EM's properties: test_acceleration.py)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return GaussianMixture(
-            3, covariance_type=covariance_type, max_iter=max_iter, tol=0, random_state=0, **kw
+            3, covariance_type=covariance_type, max_iter=max_iter, tol=0, random_state=0,
+            acceleration=None, **kw
         ).fit(X)
 
 
@@ -90,7 +92,8 @@ def test_warm_start_continues_where_the_last_fit_stopped():
     straight = fixed_fit(X, max_iter=10)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        g = GaussianMixture(3, max_iter=4, tol=0, random_state=0, warm_start=True).fit(X)
+        g = GaussianMixture(3, max_iter=4, tol=0, random_state=0, warm_start=True,
+                            acceleration=None).fit(X)
         g.set_params(max_iter=6).fit(X)
     assert g.n_iter_ == 6
     assert_same_parameters(straight, g, rtol=1e-10)

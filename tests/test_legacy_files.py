@@ -19,9 +19,9 @@ from daskem._engine import fit
 
 HERE = os.path.join(os.path.dirname(__file__), "fixtures", "legacy")
 PARAMS = ["weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_"]
-# the options the checkpoint's fit ran with (make_legacy_fixtures.py)
+# the options the checkpoint's fit ran with (make_legacy_fixtures.py); 0.1.0 ran plain EM
 CHECKPOINT_OPTIONS = dict(n_components=3, covariance_type="full", n_init=2, max_iter=8, tol=0.0,
-                          random_state=5)
+                          random_state=5, acceleration=None)
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ def fit_both(X_sklearn, X_daskem, covariance_type, max_iter=8, **kw):
             3, covariance_type=covariance_type, max_iter=max_iter, tol=0, **init
         ).fit(X_sklearn)
         ours = GaussianMixture(
-            3, covariance_type=covariance_type, max_iter=max_iter, tol=0, **init, **kw
+            3, covariance_type=covariance_type, max_iter=max_iter, tol=0, acceleration=None, **init, **kw
         ).fit(X_daskem)
     return ref, ours
 
@@ -93,7 +93,8 @@ def test_far_offset_data_keeps_variances_accurate(covariance_type):
         warnings.simplefilter("ignore", ConvergenceWarning)
         ref = SklearnGaussianMixture(3, covariance_type=covariance_type, max_iter=5, tol=0, **init).fit(X)
         init["means_init"] = init["means_init"] + offset
-        ours = GaussianMixture(3, covariance_type=covariance_type, max_iter=5, tol=0, **init)
+        ours = GaussianMixture(3, covariance_type=covariance_type, max_iter=5, tol=0, acceleration=None,
+                               **init)
         ours.fit(da.from_array(X + offset, chunks=250))
     np.testing.assert_allclose(ours.covariances_, ref.covariances_, rtol=1e-6)
     np.testing.assert_allclose(ours.means_ - offset, ref.means_, rtol=1e-6, atol=1e-8)
