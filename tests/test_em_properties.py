@@ -73,6 +73,26 @@ def test_distributed_scheduler_agrees_with_threaded():
     assert_same_parameters(threaded, distributed, rtol=0)
 
 
+def test_data_held_by_workers_are_read_by_one_task_per_worker_thread_with_the_same_result():
+    from distributed import wait
+
+    from daskem._passes import PassGraph
+
+    Xd = da.from_array(make_blobs(900, seed=5), chunks=100)
+    threaded = fixed_fit(Xd, cache=False)
+    with LocalCluster(n_workers=2, threads_per_worker=2, host="127.0.0.1",
+                      dashboard_address=None, processes=True) as cluster, Client(cluster) as client:
+        held = client.persist(Xd)
+        wait(held)
+        groups = PassGraph(held)._worker_groups()
+        distributed = fixed_fit(held, cache=False)
+    # a group per worker thread, together every chunk once
+    assert len(groups) == 4 and sorted(i for g in groups for i in g) == list(range(9))
+    # the merges follow the chunk order whatever the grouping: the same sums, bit for bit
+    assert_same_parameters(threaded, distributed, rtol=0)
+    assert distributed.lower_bounds_ == threaded.lower_bounds_
+
+
 def test_n_init_keeps_the_best_run(capsys):
     X = make_blobs(600, seed=6)
     with warnings.catch_warnings():
