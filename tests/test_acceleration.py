@@ -227,3 +227,26 @@ def test_online_em_refuses_squarem_and_takes_auto(X):
 def test_bad_acceleration_is_refused(X):
     with pytest.raises(ValueError, match="'acceleration' parameter"):
         GaussianMixture(2, acceleration="anderson").fit(X)
+
+
+def test_cli_acceleration_choices_reach_the_model(tmp_path, monkeypatch, X):
+    from daskem import load
+    from daskem.cli import main
+
+    np.save(tmp_path / "x.npy", X)
+    monkeypatch.chdir(tmp_path)
+    cluster = ["--workers", "1", "--threads-per-worker", "2", "--no-processes", "--no-dashboard", "--quiet"]
+    for choice, expected in [("none", None), ("squarem", "squarem"), (None, "auto")]:
+        flag = [] if choice is None else ["--acceleration", choice]
+        with pytest.raises(SystemExit) as info:
+            main(["fit", "x.npy", "-k", "3", "--random-state", "0", "--out", f"{choice}.npz",
+                  *flag, *cluster])
+        assert info.value.code == 0
+        model = load(tmp_path / f"{choice}.npz")
+        assert model.acceleration == expected
+    plain = _fit(X, n_components=3, tol=1e-3, max_iter=100, acceleration=None)
+    np.testing.assert_allclose(load(tmp_path / "none.npz").means_, plain.means_, rtol=1e-10)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "x.npy", "-k", "3", "--bayesian", "--acceleration", "squarem", "--out", "b.npz",
+              *cluster])
+    assert info.value.code == 2 and not (tmp_path / "b.npz").exists()
