@@ -28,6 +28,13 @@ KMEANS_PARALLEL_ROUNDS = 5
 LLOYD_MAX_ITER = 300
 LLOYD_TOL = 1e-4
 KMEANS_PARALLEL_LLOYD = 3
+# init_params='kmeans': the rows of the sample whose in-memory k-means seeds the Lloyd
+# passes (at least this many, and this many per component)
+KMEANS_SAMPLE_ROWS = 10_000
+KMEANS_SAMPLE_PER_COMPONENT = 100
+# k-means restarts on that sample (in memory: they cost milliseconds, and one bad seeding
+# would cost Lloyd passes over the whole data and a worse optimum)
+SAMPLE_RESTARTS = 5
 # k-means restarts of the in-memory clustering of the k-means|| candidates
 CANDIDATE_RESTARTS = 10
 # rows assigned to centres at a time
@@ -239,22 +246,43 @@ def kmeans_parallel_steps(n_samples, shift, n_components, rng, weighted, rounds=
     return _means(assign @ counts, assign @ sums, fallback), variance
 
 
-def lloyd_steps(shift, centres, variance, max_iter=LLOYD_MAX_ITER, tol=LLOYD_TOL):
+def lloyd_steps(shift, centres, variance=None, max_iter=LLOYD_MAX_ITER, tol=LLOYD_TOL):
     """Step generator: Lloyd iterations on the full data, counts and sums only, one pass each.
 
     Stops as scikit-learn's KMeans does: when the centres' total squared
-    shift is at most ``tol`` times the data's mean variance. Returns the
-    centres.
+    shift is at most ``tol`` times the data's mean variance (by default the
+    one the first pass measures). Returns the centres.
     """
-    threshold = tol * (variance if variance > 0 else 1.0)
+    threshold = None if variance is None else tol * (variance if variance > 0 else 1.0)
     for _ in range(max_iter):
-        counts, sums, _ = yield from centre_sums_steps(shift, centres)
+        counts, sums, measured = yield from centre_sums_steps(shift, centres)
+        if threshold is None:
+            threshold = tol * (measured if measured > 0 else 1.0)
         new = _means(counts, sums, centres)
         moved = float(np.sum((new - centres) ** 2))
         centres = new
         if moved <= threshold:
             break
     return centres
+
+
+def sample_kmeans_steps(n_samples, shift, n_components, rng):
+    """Step generator: K shifted seeds by k-means of a uniform sample of the rows (one pass).
+
+    The sample (drawn by weight, in one pass, as :func:`d2_sample_steps`
+    draws with no centres) is clustered in memory by scikit-learn's KMeans,
+    so the Lloyd passes on the whole data start near their end.
+    """
+    size = min(n_samples, max(KMEANS_SAMPLE_ROWS, KMEANS_SAMPLE_PER_COMPONENT * n_components))
+    seed = int(rng.randint(np.iinfo(np.int64).max))
+    rows = yield from d2_sample_steps(shift, np.empty((0, len(shift))), size, seed)
+    if len(np.unique(rows, axis=0)) <= n_components:
+        # fewer distinct rows than components: each is a seed, the others repeat them
+        return rows[np.arange(n_components) % len(rows)]
+    from sklearn.cluster import KMeans  # here: Dask workers need not import scikit-learn
+
+    km = KMeans(n_clusters=n_components, n_init=SAMPLE_RESTARTS, random_state=rng.randint(2**31 - 1))
+    return km.fit(rows).cluster_centers_
 
 
 def _random_resp_func(block, ctx, row_start, sample_weight):
@@ -359,9 +387,13 @@ def initial_statistics_steps(method, data, n_components, covariance_type, rng, h
     # rows with missing values may weigh nothing: draw centres by weight then
     shift, weighted = data.shift, data.sample_weight is not None or data.holes is not None
     if method in ("k-means||", "kmeans"):
-        centres, variance = yield from kmeans_parallel_steps(n_samples, shift, n_components, rng, weighted)
-        max_iter = LLOYD_MAX_ITER if method == "kmeans" else KMEANS_PARALLEL_LLOYD
-        centres = yield from lloyd_steps(shift, centres, variance, max_iter=max_iter)
+        if method == "k-means||":
+            centres, variance = yield from kmeans_parallel_steps(n_samples, shift, n_components, rng,
+                                                                 weighted)
+            centres = yield from lloyd_steps(shift, centres, variance, max_iter=KMEANS_PARALLEL_LLOYD)
+        else:
+            centres = yield from sample_kmeans_steps(n_samples, shift, n_components, rng)
+            centres = yield from lloyd_steps(shift, centres, max_iter=LLOYD_MAX_ITER)
         # the second moments only now, for the M-step of the final assignment
         stats, layout = yield from hard_statistics_steps(shift, centres, covariance_type)
     elif method == "random":

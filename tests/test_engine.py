@@ -193,7 +193,7 @@ def test_a_fit_reports_the_passes_it_made_over_the_data():
     reads = ChunkReads(X, 300)
     with dask.config.set(scheduler="threads"), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        gm = GaussianMixture(3, random_state=0, cache=False).fit(reads.array)
+        gm = GaussianMixture(3, random_state=0, cache=False, init_params="k-means||").fit(reads.array)
     # validation, k-means|| (5 sampling rounds, 1 candidate pass, 1 to 3 Lloyd passes,
     # the final statistics), one per EM iteration
     assert 1 + 8 + gm.n_iter_ <= gm.n_passes_ <= 1 + 10 + gm.n_iter_
@@ -202,12 +202,24 @@ def test_a_fit_reports_the_passes_it_made_over_the_data():
     assert np.all(per_chunk >= gm.n_passes_) and np.all(per_chunk <= gm.n_passes_ + 1)
 
 
+def test_the_default_kmeans_start_reads_a_sample_then_lloyd_passes():
+    X = make_blobs(1200)
+    reads = ChunkReads(X, 300)
+    with dask.config.set(scheduler="threads"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        start = GaussianMixture(3, random_state=0, cache=False, max_iter=0).fit(reads.array)
+    # validation, the sample, at least one Lloyd pass, the final statistics; nothing by index
+    assert 4 <= start.n_passes_ <= 3 + 300
+    assert all(reads.counts[c] == start.n_passes_ for c in range(4))
+    np.testing.assert_allclose(np.sort(start.means_[:, 0]), [-4, 0, 5], atol=0.3)
+
+
 def test_select_model_reports_the_passes_of_the_whole_grid():
     X = make_blobs(1200)
     reads = ChunkReads(X, 300)
     with dask.config.set(scheduler="threads"):
         table, _ = select_model(reads.array, n_components=[1, 2, 3], covariance_types=["full", "diag"],
-                                random_state=0, cache=False)
+                                random_state=0, cache=False, init_params="k-means||")
     per_chunk = np.array([reads.counts[c] for c in range(4)])
     assert np.all(per_chunk >= table.attrs["n_passes"])
     assert np.all(per_chunk <= table.attrs["n_passes"] + 1)
@@ -220,7 +232,8 @@ def test_select_model_reports_the_passes_of_the_whole_grid():
 
 def test_online_passes_count_rows_read():
     X = make_blobs(1200)
-    gm = GaussianMixture(3, algorithm="online", batch_size=300, max_iter=2, random_state=0, tol=0.0)
+    gm = GaussianMixture(3, algorithm="online", batch_size=300, max_iter=2, random_state=0, tol=0.0,
+                         init_params="k-means||")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         gm.fit(da.from_array(X, chunks=300))
