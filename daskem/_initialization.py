@@ -32,6 +32,8 @@ KMEANS_PARALLEL_LLOYD = 3
 # passes (at least this many, and this many per component)
 KMEANS_SAMPLE_ROWS = 10_000
 KMEANS_SAMPLE_PER_COMPONENT = 100
+# ... and at most this many bytes of rows per chunk (2,016 rows at d=64, 7,710 at d=16)
+KMEANS_SAMPLE_BYTES = 2**20
 # k-means restarts on that sample (in memory: they cost milliseconds, and one bad seeding
 # would cost Lloyd passes over the whole data and a worse optimum)
 SAMPLE_RESTARTS = 5
@@ -271,9 +273,14 @@ def sample_kmeans_steps(n_samples, shift, n_components, rng):
 
     The sample (drawn by weight, in one pass, as :func:`d2_sample_steps`
     draws with no centres) is clustered in memory by scikit-learn's KMeans,
-    so the Lloyd passes on the whole data start near their end.
+    so the Lloyd passes on the whole data start near their end. It has
+    ``KMEANS_SAMPLE_ROWS`` rows, or ``KMEANS_SAMPLE_PER_COMPONENT`` per
+    component, at most ``KMEANS_SAMPLE_BYTES`` of them (every chunk's
+    candidates travel as one vector of that size).
     """
-    size = min(n_samples, max(KMEANS_SAMPLE_ROWS, KMEANS_SAMPLE_PER_COMPONENT * n_components))
+    size = max(KMEANS_SAMPLE_ROWS, KMEANS_SAMPLE_PER_COMPONENT * n_components)
+    # every chunk sends its best n rows and merges hold 16 such sets: bounded in bytes
+    size = min(n_samples, size, max(20 * n_components, KMEANS_SAMPLE_BYTES // (8 * (len(shift) + 1))))
     seed = int(rng.randint(np.iinfo(np.int64).max))
     rows = yield from d2_sample_steps(shift, np.empty((0, len(shift))), size, seed)
     if len(np.unique(rows, axis=0)) <= n_components:
