@@ -320,20 +320,17 @@ class GaussianFamily(MixtureFamily):
     def init_method(self, init: int, weighted: bool = False) -> str:
         """The initialisation method of restart ``init``.
 
-        ``init_params='auto'`` is 'kmeans' (k-means on the whole data, seeded
-        by k-means of a sample: in benchmarks/RESULTS.md it reaches higher
-        optima than 'k-means||' in fewer passes) for scikit-learn's names;
-        for mclust's names it is mclust's hierarchical clustering ('hc') for
-        the first start, which finds the starts mclust's fits are known by,
-        and 'k-means||' for the restarts, which vary (hc of the same rows
-        would give the same start again). With sample weights, which 'hc'
-        does not take, mclust's names use 'k-means||' throughout.
+        ``init_params='auto'`` is 'k-means||' for scikit-learn's names; for
+        mclust's names it is mclust's hierarchical clustering ('hc') for the
+        first start, which finds the starts mclust's fits are known by, and
+        'k-means||' for the restarts, which vary (hc of the same rows would
+        give the same start again). With sample weights, which 'hc' does not
+        take, it is 'k-means||' throughout.
         """
         if self.init_params != "auto":
             return self.init_params
-        if self.covariance_type not in _mclust.MODELS:
-            return "kmeans"
-        return "hc" if init == 0 and not weighted else "k-means||"
+        mclust_name = self.covariance_type in _mclust.MODELS
+        return "hc" if mclust_name and init == 0 and not weighted else "k-means||"
 
     def initialization_steps(self, data: FitData, rng: np.random.RandomState, init: int = 0) -> Generator:
         """Initial parameters by ``init_params``, user-given values overriding.

@@ -53,7 +53,7 @@ class GaussianMixture(MixtureEstimator):
         Number of initialisations; the one with the best lower bound is kept.
     init_params : {'auto', 'k-means||', 'kmeans', 'k-means++', 'random', \
 'random_from_data', 'hc'}, default='auto'
-        Initialisation. 'auto' is 'kmeans' for scikit-learn's four
+        Initialisation. 'auto' is 'k-means||' for scikit-learn's four
         covariance names; for mclust's fourteen it is 'hc' for the first
         start and 'k-means||' for the restarts (see
         :meth:`daskem._gaussian.GaussianFamily.init_method`). Pass the same
@@ -62,9 +62,10 @@ class GaussianMixture(MixtureEstimator):
         2012) over the Dask array: a few passes of D^2 oversampling, a
         weighted clustering of the candidates in memory, and up to three
         Lloyd passes of counts and sums. 'kmeans' is k-means on the whole
-        data: seeds from scikit-learn's KMeans on a uniform sample of at
-        least 10,000 rows (100 per component; one pass), then Lloyd passes
-        of counts and sums to scikit-learn's convergence rule. 'hc' is mclust's model-based
+        data: seeds from scikit-learn's KMeans on a uniform sample of
+        10,000 rows (100 per component, at most 1 MiB of rows; one pass),
+        then Lloyd passes of counts and sums to scikit-learn's convergence
+        rule. 'hc' is mclust's model-based
         hierarchical clustering of a random sample of ``hc_sample_size``
         rows. The others have scikit-learn's meanings.
     weights_init, means_init, precisions_init : array-like, default=None

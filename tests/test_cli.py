@@ -117,9 +117,8 @@ def test_fit_reports_its_passes_over_the_data(model):
     path, r = model
     events = {e["event"]: e for e in map(json.loads, r.stderr.splitlines())}
     gm = load(path)
-    # validation, the default 'kmeans' start (the sample, Lloyd passes, the final
-    # statistics), one per EM iteration
-    assert 1 + 3 + gm.n_iter_ <= gm.n_passes_ <= 1 + 12 + gm.n_iter_
+    # validation, k-means|| (8 to 10 passes), one per EM iteration
+    assert 1 + 8 + gm.n_iter_ <= gm.n_passes_ <= 1 + 10 + gm.n_iter_
     assert events["converged"]["n_passes"] == events["finished"]["n_passes"] == gm.n_passes_
 
 

@@ -202,12 +202,13 @@ def test_a_fit_reports_the_passes_it_made_over_the_data():
     assert np.all(per_chunk >= gm.n_passes_) and np.all(per_chunk <= gm.n_passes_ + 1)
 
 
-def test_the_default_kmeans_start_reads_a_sample_then_lloyd_passes():
+def test_the_kmeans_start_reads_a_sample_then_lloyd_passes():
     X = make_blobs(1200)
     reads = ChunkReads(X, 300)
     with dask.config.set(scheduler="threads"), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        start = GaussianMixture(3, random_state=0, cache=False, max_iter=0).fit(reads.array)
+        start = GaussianMixture(3, random_state=0, cache=False, max_iter=0,
+                                init_params="kmeans").fit(reads.array)
     # validation, the sample, at least one Lloyd pass, the final statistics; nothing by index
     assert 4 <= start.n_passes_ <= 3 + 300
     assert all(reads.counts[c] == start.n_passes_ for c in range(4))

@@ -223,7 +223,7 @@ def test_hc_initialisation_clusters_a_sample_and_reads_no_pass():
 def test_auto_initialisation_starts_mclusts_names_from_hc_and_restarts_from_k_means():
     from daskem._gaussian import GaussianFamily
 
-    for name, first, second in [("EVE", "hc", "k-means||"), ("full", "kmeans", "kmeans")]:
+    for name, first, second in [("EVE", "hc", "k-means||"), ("full", "k-means||", "k-means||")]:
         family = GaussianFamily(3, covariance_type=name, init_params="auto")
         assert (family.init_method(0), family.init_method(1)) == (first, second)
     assert GaussianFamily(3, covariance_type="EVE").init_method(0, weighted=True) == "k-means||"
