@@ -296,9 +296,10 @@ def acceleration_value(acceleration: Acceleration) -> str | None:
 
 
 AccelerationOpt = Annotated[Acceleration, typer.Option(
-    "--acceleration", help="EM acceleration: squarem (fewer passes to convergence, never ending "
-                           "lower), none (plain EM, step for step scikit-learn's) or auto "
-                           "(squarem for batch EM).")]
+    "--acceleration", help="EM acceleration: squarem (fewer passes to convergence; a step that "
+                           "would lower the log-likelihood is replaced by the plain EM step), none "
+                           "(plain EM, step for step scikit-learn's) or auto (squarem for batch "
+                           "EM).")]
 CacheOpt = Annotated[CacheMode, typer.Option(
     "--cache", help="Keep the data in cluster memory during the fit (auto: when it fits).",
     rich_help_panel=DATA_PANEL)]
