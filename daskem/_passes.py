@@ -182,7 +182,9 @@ class PassGraph:
     Every pass adds its own tasks to a copy of this graph (one per chunk and
     a tree of merges) and hands it to the scheduler directly: the data's
     graph is neither rebuilt nor re-optimised per pass, which costs more
-    than the tasks themselves for small chunks.
+    than the tasks themselves for small chunks. Chunks held by the workers
+    of a distributed cluster are read by one task per worker thread instead,
+    merged on the client in the same order (:meth:`_worker_groups`).
 
     Parameters
     ----------
