@@ -59,7 +59,7 @@ def demo(
 ):
     """Fit a synthetic Zarr dataset on a local cluster, print the summary and write a plot.
 
-    The data (overlapping Gaussian components: EM needs dozens of iterations)
+    The data (overlapping Gaussian components: EM needs a dozen steps and more)
     are written to a temporary folder, which is removed afterwards, and
     streamed from it on every iteration, as data larger than memory would
     be. The plot shows the convergence curve and the fitted components over
