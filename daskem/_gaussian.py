@@ -100,17 +100,23 @@ def _expand(array: np.ndarray, kernel: str, n_features: int) -> np.ndarray:
     return _as_full(array, kernel)
 
 
+def _mclust_fit(model, kernel, counts, covariances, reg_covar, previous):
+    """mclust's M-step for ``model`` from unconstrained covariances (K, d, d) with weights
+    ``counts`` (the scatter W_k = counts_k covariances_k): (covariances in the kernel's
+    layout, the decomposition fields)."""
+    result = _mclust.m_step_covariances(model, counts, covariances * counts[:, None, None],
+                                        reg_covar, previous)
+    decomposition = {"volumes": result.volumes, "shapes": result.shapes,
+                     "orientations": result.orientations}
+    return _from_full(result.covariances, kernel), decomposition
+
+
 def _mclust_covariances(model, kernel, resp_sums, counts, shifted_means, second, reg_covar, previous):
     """An mclust model's M-step from the kernel's statistics: (covariances in the kernel's
     layout, the decomposition fields)."""
     d = shifted_means.shape[1]
-    # the centred scatter W_k = counts_k * (the unconstrained covariance)
     unconstrained = covariances_from_statistics(kernel, resp_sums, counts, shifted_means, second, 0.0)
-    scatter = _expand(unconstrained, kernel, d) * counts[:, None, None]
-    result = _mclust.m_step_covariances(model, counts, scatter, reg_covar, previous)
-    decomposition = {"volumes": result.volumes, "shapes": result.shapes,
-                     "orientations": result.orientations}
-    return _from_full(result.covariances, kernel), decomposition
+    return _mclust_fit(model, kernel, counts, _expand(unconstrained, kernel, d), reg_covar, previous)
 
 
 def _previous(parameters: MixtureParameters | None, kernel: str) -> _mclust.MclustCovariances | None:
@@ -473,11 +479,9 @@ class GaussianFamily(MixtureFamily):
         # does not lower the bound (measured: by up to 1e-7 per step otherwise).
         d = means.shape[1]
         fitted = _expand(cov, kernel, d) - self.reg_covar * np.eye(d)
-        result = _mclust.m_step_covariances(self.model, weights, fitted * weights[:, None, None],
-                                            self.reg_covar, _previous(like, kernel))
-        cov = _from_full(result.covariances, kernel)
-        return MixtureParameters(weights, means, cov, precision_cholesky(cov, kernel),
-                                 result.volumes, result.shapes, result.orientations)
+        cov, decomposition = _mclust_fit(self.model, kernel, weights, fitted, self.reg_covar,
+                                         _previous(like, kernel))
+        return MixtureParameters(weights, means, cov, precision_cholesky(cov, kernel), **decomposition)
 
     def kernel_parameters(self, parameters: MixtureParameters, dtype: np.dtype,
                           holes: bool = False) -> dict:

@@ -105,9 +105,9 @@ def _d2_sample_func(block, ctx, row_start, sample_weight):
     with np.errstate(divide="ignore"):
         keys = np.where(d2 > 0, np.log(u) / np.where(d2 > 0, d2, 1.0), -np.inf)
     out = np.full((n_take, z.shape[1] + 1), -np.inf)
-    top = np.argsort(-keys, kind="stable") if len(keys) <= n_take else \
-        np.argpartition(-keys, n_take - 1)[:n_take]
-    top = top[np.argsort(-keys[top], kind="stable")][:n_take]
+    # the n largest keys, in decreasing order (a partition first: n is small against a chunk)
+    top = np.arange(len(keys)) if len(keys) <= n_take else np.argpartition(-keys, n_take - 1)[:n_take]
+    top = top[np.argsort(-keys[top], kind="stable")]
     out[: len(top), 0] = keys[top]
     out[: len(top), 1:] = z[top]
     return out.reshape(-1)

@@ -209,7 +209,9 @@ class PassGraph:
             self.weight_keys = _chunk_keys(sample_weight)
         self.holes = holes
         # chunks held in the memory of a distributed cluster's workers
-        held = all(isinstance(self.graph.get(key), _future_type()) for key in self.keys)
+        from distributed import Future  # a dependency, imported when a pass needs it
+
+        held = all(isinstance(self.graph.get(key), Future) for key in self.keys)
         self.client = current_client([X]) if held else None
         self.groups = None
 
@@ -318,15 +320,6 @@ def _split_results(vector, segments):
         part = vector[lo:hi]
         results.append(part.reshape(top, -1) if top else part)
     return results
-
-
-def _future_type():
-    """distributed's Future class, or a class nothing is an instance of without distributed."""
-    try:
-        from distributed import Future
-    except ImportError:  # pragma: no cover - distributed is a dependency
-        return type("NoFuture", (), {})
-    return Future
 
 
 class PassTally:

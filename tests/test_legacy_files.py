@@ -34,6 +34,7 @@ def test_a_model_file_from_0_1_0_loads_and_predicts_as_it_did(data):
     assert isinstance(gm, GaussianMixture) and gm.covariance_type == "tied"
     assert list(gm.feature_names_in_) == ["a", "b", "c"]
     assert not hasattr(gm, "n_passes_")  # that version did not count passes
+    assert gm.acceleration is None  # that version ran plain EM
     frame = pd.DataFrame(data, columns=["a", "b", "c"])
     expected = np.load(os.path.join(HERE, "model_expected.npz"))
     np.testing.assert_array_equal(gm.predict_proba(frame), expected["predict_proba"])
