@@ -21,8 +21,10 @@ import scipy.sparse as sp
 from ._kernels import StatisticsLayout, accumulate_statistics
 from ._passes import PassRequest, RowsRequest
 
-# k-means|| (Bahmani et al. 2012): rounds of D^2 sampling, each one pass.
+# k-means|| (Bahmani et al. 2012): rounds of D^2 sampling, each one pass, each
+# drawing this many rows per component
 KMEANS_PARALLEL_ROUNDS = 5
+KMEANS_PARALLEL_OVERSAMPLING = 2
 # Lloyd iterations on the full data for init_params='kmeans' (as KMeans), and
 # the few that refine k-means|| centres before the first EM iteration.
 LLOYD_MAX_ITER = 300
@@ -169,15 +171,16 @@ def _centre_sums_func(block, ctx, row_start, sample_weight):
     small fraction of an EM pass.
     """
     centres = ctx["centres"]
-    k, d = centres.shape
+    k = len(centres)
     z = np.asarray(block, dtype=np.float64) - ctx["shift"]
     labels = _nearest(z, centres)[0]
-    wz = z if sample_weight is None else z * sample_weight[:, None]
-    counts = np.bincount(labels, weights=sample_weight, minlength=k).astype(np.float64)
-    # the sums of every (centre, feature) pair in one bincount
-    cells = (labels[:, None] * d + np.arange(d)).ravel()
-    sums = np.bincount(cells, weights=wz.ravel(), minlength=k * d)
-    squares = float(np.einsum("nd,nd->", wz, z))
+    w = np.ones(len(z)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    counts = np.bincount(labels, weights=w, minlength=k)
+    # the (centres, rows) assignment matrix times the rows: several times faster
+    # than a bincount over every (centre, feature) pair
+    assign = sp.csr_matrix((w, labels, np.arange(len(z) + 1)), shape=(len(z), k))
+    sums = np.asarray(assign.T @ z).reshape(-1)
+    squares = float(np.einsum("n,nd,nd->", w, z, z))
     return np.concatenate([counts, sums, [squares]])
 
 
@@ -227,7 +230,8 @@ def kmeans_parallel_steps(n_samples, shift, n_components, rng, weighted, rounds=
     """
     seed, candidates = yield from _first_centre_steps(n_samples, shift, rng, weighted)
     for r in range(KMEANS_PARALLEL_ROUNDS if rounds is None else rounds):
-        new = yield from d2_sample_steps(shift, candidates, 2 * n_components, seed + r + 1)
+        new = yield from d2_sample_steps(shift, candidates, KMEANS_PARALLEL_OVERSAMPLING * n_components,
+                                         seed + r + 1)
         candidates = np.vstack([candidates, new])
     counts, sums, variance = yield from centre_sums_steps(shift, candidates)
     keep = counts > 0
