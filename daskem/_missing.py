@@ -76,7 +76,7 @@ from ._kernels import (
     kernel_parameters,
     scores_from_log_prob,
 )
-from ._missing_linalg import Patterns, block_inverse, column_sums, packed_block_sums, triu_pairs
+from ._missing_linalg import PackedBlockSums, Patterns, block_inverse, column_sums, triu_pairs
 
 _LOG_2PI = math.log(2.0 * math.pi)
 # Slices of rows with holes are sized so that their (|m|, |m|, rows, K)
@@ -400,7 +400,7 @@ def _add_tied_statistics(s, rw, n1, s1, s2, c_packed):
         # r u_a u_b = -(r u_a) delta_b, summed over the components
         np.einsum("ik,ik->i", weighted[a], s.delta[b], out=outer[p])
     np.negative(outer, out=outer)
-    c_packed += packed_block_sums(s.missing, outer[:, :, None], d)
+    c_packed.add(s.missing, outer[:, :, None])
     _add_block_covariances(s, rw, c_packed)
 
 
@@ -414,9 +414,9 @@ def _add_block_covariances(s, rw, c_packed):
     batch.resp[first:last] += np.add.reduceat(rw, runs, axis=0)
     if s.last:
         up, vp = triu_pairs(batch.missing.shape[1])
-        resp = batch.resp if c_packed.shape[1] > 1 else batch.resp.sum(axis=1, keepdims=True)
+        resp = batch.resp if c_packed.width > 1 else batch.resp.sum(axis=1, keepdims=True)
         upper = batch.inverse[up, vp] * resp
-        c_packed += packed_block_sums(batch.missing, upper, s.z.shape[1])
+        c_packed.add(batch.missing, upper)
 
 
 def _add_diagonal_statistics(s, rw, n1, s1, s2, ctx):
@@ -437,7 +437,7 @@ def _hole_statistics(X, rows, mask, weights, ctx):
     k_stack = 1 if cov == "tied" else k
     n1, s1 = np.zeros(k), np.zeros((k, d))
     s2 = np.zeros((k_stack, d, d) if conditional else (k, d))
-    c_packed = np.zeros((d * (d + 1) // 2, k_stack))
+    c_packed = PackedBlockSums(d, k_stack)
     loglik = 0.0
     for s in _hole_slices(X, rows, mask, ctx):
         resp, row_loglik = _normalise(s.log_prob)
@@ -456,7 +456,7 @@ def _hole_statistics(X, rows, mask, weights, ctx):
             _add_diagonal_statistics(s, rw, n1, s1, s2, ctx)
     if conditional:
         a, b = np.triu_indices(d)
-        s2[:, a, b] += c_packed.T
+        s2[:, a, b] += c_packed.total().T
         s2[:, b, a] = s2[:, a, b]
         s2 = s2[0] if cov == "tied" else s2
     elif cov == "spherical":

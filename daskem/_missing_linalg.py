@@ -137,35 +137,58 @@ def triu_pairs(m: int) -> tuple[np.ndarray, np.ndarray]:
     return np.triu_indices(m)
 
 
-def packed_block_sums(missing: np.ndarray, upper: np.ndarray, n_features: int) -> np.ndarray:
-    """Add (m, m) blocks, given by their upper triangles, into packed d x d matrices.
+class PackedBlockSums:
+    """Sums of (m, m) blocks, given by their upper triangles, added into packed d x d matrices.
+
+    Blocks of every size are collected over a whole chunk and summed in one
+    sparse product at the end (a product per batch of blocks cost more in
+    building the sparse matrix than in adding).
 
     Parameters
     ----------
-    missing : ndarray (n_blocks, m)
-        Ascending columns of each block.
-    upper : ndarray (m (m + 1) / 2, n_blocks, K')
-        Entries (s, t), s <= t, of each block in ``np.triu_indices(m)``
-        order; block p goes to rows and columns ``missing[p]``.
     n_features : int
-
-    Returns
-    -------
-    ndarray (d (d + 1) / 2, K')
-        The sums, in ``np.triu_indices(d)`` order.
+        d.
+    width : int
+        K', the matrices summed side by side.
     """
-    d = n_features
-    s, t = triu_pairs(missing.shape[1])
-    a, b = missing.T[s], missing.T[t]
-    # columns ascend within a pattern, so (a, b) is an upper-triangle entry
-    target = (a * d - a * (a - 1) // 2 + (b - a)).ravel()
-    n, n_packed = len(target), d * (d + 1) // 2
-    values = upper.reshape(n, -1)
-    if values.shape[1] == 1:
-        return np.bincount(target, weights=values[:, 0], minlength=n_packed)[:, None]
-    # one non-zero per column: the CSC structure needs no sorting
-    onehot = sp.csc_matrix((np.ones(n), target, np.arange(n + 1)), shape=(n_packed, n))
-    return np.asarray(onehot @ values)
+
+    def __init__(self, n_features: int, width: int):
+        self.n_features = n_features
+        self.width = width
+        self._targets: list[np.ndarray] = []
+        self._values: list[np.ndarray] = []
+
+    def add(self, missing: np.ndarray, upper: np.ndarray) -> None:
+        """Add blocks.
+
+        Parameters
+        ----------
+        missing : ndarray (n_blocks, m)
+            Ascending columns of each block.
+        upper : ndarray (m (m + 1) / 2, n_blocks, K')
+            Entries (s, t), s <= t, of each block in ``np.triu_indices(m)``
+            order; block p goes to rows and columns ``missing[p]``.
+        """
+        d = self.n_features
+        s, t = triu_pairs(missing.shape[1])
+        a, b = missing.T[s], missing.T[t]
+        # columns ascend within a pattern, so (a, b) is an upper-triangle entry
+        self._targets.append((a * d - a * (a - 1) // 2 + (b - a)).ravel())
+        self._values.append(upper.reshape(-1, self.width))
+
+    def total(self) -> np.ndarray:
+        """ndarray (d (d + 1) / 2, K'): the sums, in ``np.triu_indices(d)`` order."""
+        n_packed = self.n_features * (self.n_features + 1) // 2
+        if not self._targets:
+            return np.zeros((n_packed, self.width))
+        target = np.concatenate(self._targets)
+        values = np.concatenate(self._values)
+        if self.width == 1:
+            return np.bincount(target, weights=values[:, 0], minlength=n_packed)[:, None]
+        # one non-zero per column: the CSC structure needs no sorting
+        n = len(target)
+        onehot = sp.csc_matrix((np.ones(n), target, np.arange(n + 1)), shape=(n_packed, n))
+        return np.asarray(onehot @ values)
 
 
 def column_sums(columns: np.ndarray, values: np.ndarray, n_columns: int) -> np.ndarray:
