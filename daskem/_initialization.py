@@ -17,6 +17,7 @@ import hashlib
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
 from ._kernels import StatisticsLayout, accumulate_statistics
 from ._passes import PassRequest, RowsRequest
@@ -36,6 +37,9 @@ KMEANS_SAMPLE_ROWS = 10_000
 KMEANS_SAMPLE_PER_COMPONENT = 100
 # ... and at most this many bytes of rows per chunk (2,016 rows at d=64, 7,710 at d=16)
 KMEANS_SAMPLE_BYTES = 2**20
+# the uniform sample fetched by index whose k-means competes with the k-means|| centres:
+# at most this many bytes of rows
+CHALLENGER_BYTES = 8 * 2**20
 # k-means restarts on that sample (in memory: they cost milliseconds, and one bad seeding
 # would cost Lloyd passes over the whole data and a worse optimum)
 SAMPLE_RESTARTS = 5
@@ -63,6 +67,17 @@ def row_uniforms(seed, start, n_rows, n_cols=1):
         x = x ^ (x >> np.uint64(31))
     # 53 random bits, shifted off zero so that log(u) is finite
     return ((x >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
+
+
+def in_memory_threads():
+    """One thread for the small clusterings run on the client between passes.
+
+    They take milliseconds to a few tenths of a second, and an OpenMP or BLAS
+    pool started for them keeps its threads spinning into the next pass, whose
+    tasks it slows (measured: +0.3 s on a 2.2 s initialisation of 1,000,000 x 16
+    rows on two cores).
+    """
+    return threadpool_limits(limits=1)
 
 
 def _nearest(z, centres):
@@ -165,23 +180,56 @@ def _first_centre_steps(n_samples, shift, rng, weighted):
 
 
 def _centre_sums_func(block, ctx, row_start, sample_weight):
-    """Rows assigned to their nearest centre: [counts (K), sums (K d), sum of w |z|^2] of a chunk.
+    """Rows assigned to their nearest centre, for each set of centres in ``ctx["centre_sets"]``:
+    [counts (K), sums (K d), inertia] per set, then the sum of w |z|^2 of the chunk.
 
     Counts and sums only: a Lloyd pass needs no second moments, so it costs a
     small fraction of an EM pass.
     """
-    centres = ctx["centres"]
-    k = len(centres)
     z = np.asarray(block, dtype=np.float64) - ctx["shift"]
-    labels = _nearest(z, centres)[0]
     w = np.ones(len(z)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    counts = np.bincount(labels, weights=w, minlength=k)
-    # the (centres, rows) assignment matrix times the rows: several times faster
-    # than a bincount over every (centre, feature) pair
-    assign = sp.csr_matrix((w, labels, np.arange(len(z) + 1)), shape=(len(z), k))
-    sums = np.asarray(assign.T @ z).reshape(-1)
-    squares = float(np.einsum("n,nd,nd->", w, z, z))
-    return np.concatenate([counts, sums, [squares]])
+    parts = []
+    for centres in ctx["centre_sets"]:
+        k = len(centres)
+        labels, distances = _nearest(z, centres)
+        # the (centres, rows) assignment matrix times the rows: several times faster
+        # than a bincount over every (centre, feature) pair
+        assign = sp.csr_matrix((w, labels, np.arange(len(z) + 1)), shape=(len(z), k))
+        parts += [np.bincount(labels, weights=w, minlength=k), np.asarray(assign.T @ z).reshape(-1),
+                  [float(w @ distances)]]
+    parts.append([float(np.einsum("n,nd,nd->", w, z, z))])
+    return np.concatenate(parts)
+
+
+def assignment_steps(shift, centre_sets):
+    """Step generator: each set's counts, sums and inertia of the rows nearest to its centres
+    (one pass for all the sets).
+
+    Returns
+    -------
+    assignments : list of (counts (K,), sums (K, d), inertia)
+        Sums of the shifted rows; inertia is the weighted sum of squared
+        distances to the nearest centre.
+    variance : float
+        The data's mean variance over features (scikit-learn's scale for
+        its k-means tolerance).
+    """
+    d = len(shift)
+    ctx = {"shift": shift, "centre_sets": list(centre_sets)}
+    size = sum(len(c) * (d + 1) + 1 for c in ctx["centre_sets"]) + 1
+    out = yield PassRequest(_centre_sums_func, ctx, size)
+    assignments, offset = [], 0
+    for centres in ctx["centre_sets"]:
+        k = len(centres)
+        counts = out[offset : offset + k]
+        sums = out[offset + k : offset + k + k * d].reshape(k, d)
+        assignments.append((counts, sums, float(out[offset + k + k * d])))
+        offset += k * (d + 1) + 1
+    counts, sums = assignments[0][:2]
+    total = counts.sum()
+    mean = sums.sum(axis=0) / total
+    variance = float(out[-1] / total / d - np.sum(mean**2) / d)
+    return assignments, variance
 
 
 def centre_sums_steps(shift, centres):
@@ -193,16 +241,9 @@ def centre_sums_steps(shift, centres):
     sums : ndarray (K, d)
         Sums of the shifted rows.
     variance : float
-        The data's mean variance over features (scikit-learn's scale for
-        its k-means tolerance).
+        The data's mean variance over features.
     """
-    k, d = centres.shape
-    ctx = {"shift": shift, "centres": centres}
-    out = yield PassRequest(_centre_sums_func, ctx, k + k * d + 1)
-    counts, sums = out[:k], out[k : k + k * d].reshape(k, d)
-    total = counts.sum()
-    mean = sums.sum(axis=0) / total
-    variance = float(out[-1] / total / d - np.sum(mean**2) / d)
+    ((counts, sums, _),), variance = yield from assignment_steps(shift, [centres])
     return counts, sums, variance
 
 
@@ -245,23 +286,31 @@ def kmeans_parallel_steps(n_samples, shift, n_components, rng, weighted, rounds=
 
         km = KMeans(n_clusters=n_components, n_init=CANDIDATE_RESTARTS,
                     random_state=rng.randint(2**31 - 1))
-        labels = km.fit(candidates, sample_weight=counts).labels_
+        with in_memory_threads():
+            labels = km.fit(candidates, sample_weight=counts).labels_
         fallback = km.cluster_centers_
     assign = np.zeros((n_components, len(candidates)))
     assign[labels, np.arange(len(candidates))] = 1.0
     return _means(assign @ counts, assign @ sums, fallback), variance
 
 
-def lloyd_steps(shift, centres, variance=None, max_iter=LLOYD_MAX_ITER, tol=LLOYD_TOL):
+def lloyd_steps(shift, centres, variance=None, max_iter=LLOYD_MAX_ITER, tol=LLOYD_TOL, challenger=None):
     """Step generator: Lloyd iterations on the full data, counts and sums only, one pass each.
 
     Stops as scikit-learn's KMeans does: when the centres' total squared
     shift is at most ``tol`` times the data's mean variance (by default the
-    one the first pass measures). Returns the centres.
+    one the first pass measures). With ``challenger`` (other centres), the
+    first pass assigns the rows to both sets and the iterations go on from
+    the set with the lower inertia over all rows (``centres`` on a tie).
+    Returns the centres.
     """
     threshold = None if variance is None else tol * (variance if variance > 0 else 1.0)
-    for _ in range(max_iter):
-        counts, sums, measured = yield from centre_sums_steps(shift, centres)
+    for i in range(max_iter):
+        sets = [centres] if challenger is None or i else [centres, challenger]
+        assignments, measured = yield from assignment_steps(shift, sets)
+        best = min(range(len(sets)), key=lambda j: (assignments[j][2], j))
+        centres = sets[best]
+        counts, sums, _ = assignments[best]
         if threshold is None:
             threshold = tol * (measured if measured > 0 else 1.0)
         new = _means(counts, sums, centres)
@@ -270,6 +319,23 @@ def lloyd_steps(shift, centres, variance=None, max_iter=LLOYD_MAX_ITER, tol=LLOY
         if moved <= threshold:
             break
     return centres
+
+
+def _sample_kmeans(rows, n_components, rng):
+    """K centres by scikit-learn's KMeans (``SAMPLE_RESTARTS`` restarts) of sampled rows, in memory."""
+    if len(np.unique(rows, axis=0)) <= n_components:
+        # fewer distinct rows than components: each is a seed, the others repeat them
+        return rows[np.arange(n_components) % len(rows)]
+    from sklearn.cluster import KMeans  # here: Dask workers need not import scikit-learn
+
+    km = KMeans(n_clusters=n_components, n_init=SAMPLE_RESTARTS, random_state=rng.randint(2**31 - 1))
+    with in_memory_threads():
+        return km.fit(rows).cluster_centers_
+
+
+def _sample_size(n_samples, n_features, n_components, max_bytes):
+    size = max(KMEANS_SAMPLE_ROWS, KMEANS_SAMPLE_PER_COMPONENT * n_components)
+    return min(n_samples, size, max(20 * n_components, max_bytes // (8 * (n_features + 1))))
 
 
 def sample_kmeans_steps(n_samples, shift, n_components, rng):
@@ -282,18 +348,25 @@ def sample_kmeans_steps(n_samples, shift, n_components, rng):
     component, at most ``KMEANS_SAMPLE_BYTES`` of them (every chunk's
     candidates travel as one vector of that size).
     """
-    size = max(KMEANS_SAMPLE_ROWS, KMEANS_SAMPLE_PER_COMPONENT * n_components)
     # every chunk sends its best n rows and merges hold 16 such sets: bounded in bytes
-    size = min(n_samples, size, max(20 * n_components, KMEANS_SAMPLE_BYTES // (8 * (len(shift) + 1))))
+    size = _sample_size(n_samples, len(shift), n_components, KMEANS_SAMPLE_BYTES)
     seed = int(rng.randint(np.iinfo(np.int64).max))
     rows = yield from d2_sample_steps(shift, np.empty((0, len(shift))), size, seed)
-    if len(np.unique(rows, axis=0)) <= n_components:
-        # fewer distinct rows than components: each is a seed, the others repeat them
-        return rows[np.arange(n_components) % len(rows)]
-    from sklearn.cluster import KMeans  # here: Dask workers need not import scikit-learn
+    return _sample_kmeans(rows, n_components, rng)
 
-    km = KMeans(n_clusters=n_components, n_init=SAMPLE_RESTARTS, random_state=rng.randint(2**31 - 1))
-    return km.fit(rows).cluster_centers_
+
+def sample_challenger_steps(n_samples, shift, n_components, rng):
+    """Step generator: K shifted centres by k-means of a uniform sample of rows fetched by index.
+
+    No pass over the data: the rows (drawn with replacement, duplicates
+    dropped) travel to the client, ``CHALLENGER_BYTES`` at most. For data
+    without sample weights or holes only (a row drawn by index may weigh
+    nothing).
+    """
+    size = _sample_size(n_samples, len(shift), n_components, CHALLENGER_BYTES)
+    indices = np.unique(rng.randint(n_samples, size=size))
+    rows = (yield RowsRequest(indices)) - shift
+    return _sample_kmeans(rows, n_components, rng)
 
 
 def _random_resp_func(block, ctx, row_start, sample_weight):
@@ -401,7 +474,14 @@ def initial_statistics_steps(method, data, n_components, covariance_type, rng, h
         if method == "k-means||":
             centres, variance = yield from kmeans_parallel_steps(n_samples, shift, n_components, rng,
                                                                  weighted)
-            centres = yield from lloyd_steps(shift, centres, variance, max_iter=KMEANS_PARALLEL_LLOYD)
+            # k-means of a uniform sample competes with the candidates' clustering: on
+            # overlapping clusters its restarts find better optima, k-means|| finds small
+            # clusters far away; the first Lloyd pass keeps the lower inertia
+            challenger = None
+            if not weighted:
+                challenger = yield from sample_challenger_steps(n_samples, shift, n_components, rng)
+            centres = yield from lloyd_steps(shift, centres, variance, max_iter=KMEANS_PARALLEL_LLOYD,
+                                             challenger=challenger)
         else:
             centres = yield from sample_kmeans_steps(n_samples, shift, n_components, rng)
             centres = yield from lloyd_steps(shift, centres, max_iter=LLOYD_MAX_ITER)

@@ -12,6 +12,7 @@ from sklearn.exceptions import ConvergenceWarning
 from conftest import ChunkReads, make_blobs
 from daskem import GaussianMixture, select_model
 from daskem._engine import FitSettings, fit_steps, new_tally, prepare_data
+from daskem._initialization import lloyd_steps
 from daskem._model import MixtureFamily
 from daskem._passes import PassRequest, PassTally, RowsRequest, drive
 
@@ -198,8 +199,21 @@ def test_a_fit_reports_the_passes_it_made_over_the_data():
     # the final statistics), one per EM iteration
     assert 1 + 8 + gm.n_iter_ <= gm.n_passes_ <= 1 + 10 + gm.n_iter_
     per_chunk = np.array([reads.counts[c] for c in range(4)])
-    # the first k-means|| centre is fetched from its own chunk: one read more there
-    assert np.all(per_chunk >= gm.n_passes_) and np.all(per_chunk <= gm.n_passes_ + 1)
+    # fetched by index, not passes: the uniform sample whose k-means competes with
+    # k-means|| (one read of every chunk), and the first centre (one more of its chunk)
+    assert np.all(per_chunk >= gm.n_passes_ + 1) and np.all(per_chunk <= gm.n_passes_ + 2)
+
+
+def test_with_sample_weights_the_kmeans_parallel_start_fetches_no_rows_by_index():
+    X = make_blobs(1200)
+    reads = ChunkReads(X, 300)
+    weights = da.from_array(np.linspace(0.5, 2.0, len(X)), chunks=300)
+    with dask.config.set(scheduler="threads"):
+        start = GaussianMixture(3, random_state=0, cache=False, max_iter=0,
+                                init_params="k-means||").fit(reads.array, sample_weight=weights)
+    # the first centre is drawn by weight in a pass, and a uniform sample by index would
+    # draw rows regardless of their weights: no challenger
+    assert all(reads.counts[c] == start.n_passes_ for c in range(4))
 
 
 def test_the_kmeans_start_reads_a_sample_then_lloyd_passes():
@@ -215,6 +229,35 @@ def test_the_kmeans_start_reads_a_sample_then_lloyd_passes():
     np.testing.assert_allclose(np.sort(start.means_[:, 0]), [-4, 0, 5], atol=0.3)
 
 
+def _blob_rows(n_per_blob=200):
+    rng = np.random.RandomState(0)
+    centres = np.array([[-10.0, 0.0], [0.0, 0.0], [10.0, 0.0]])
+    X = np.vstack([c + rng.randn(n_per_blob, 2) for c in centres])
+    return X, centres
+
+
+def test_the_first_lloyd_pass_keeps_the_challenger_when_its_inertia_is_lower():
+    X, centres = _blob_rows()
+    # two centres share the first blob and none is near the third
+    poor = np.array([[-10.5, 0.0], [-9.5, 0.0], [0.0, 0.0]])
+    tally = PassTally(len(X))
+    with dask.config.set(scheduler="threads"):
+        (kept,) = drive(da.from_array(X, chunks=150),
+                        [lloyd_steps(np.zeros(2), poor, max_iter=1, challenger=centres)], tally=tally)
+    # one pass for both sets; its Lloyd update is the blobs' means
+    assert tally.passes == 1
+    np.testing.assert_allclose(kept, [X[:200].mean(0), X[200:400].mean(0), X[400:].mean(0)])
+
+
+def test_the_first_lloyd_pass_keeps_its_own_centres_when_the_challenger_is_worse():
+    X, centres = _blob_rows()
+    poor = np.array([[-10.5, 0.0], [-9.5, 0.0], [0.0, 0.0]])
+    with dask.config.set(scheduler="threads"):
+        (kept,) = drive(da.from_array(X, chunks=150),
+                        [lloyd_steps(np.zeros(2), centres, max_iter=1, challenger=poor)])
+    np.testing.assert_allclose(kept, [X[:200].mean(0), X[200:400].mean(0), X[400:].mean(0)])
+
+
 def test_select_model_reports_the_passes_of_the_whole_grid():
     X = make_blobs(1200)
     reads = ChunkReads(X, 300)
@@ -222,8 +265,10 @@ def test_select_model_reports_the_passes_of_the_whole_grid():
         table, _ = select_model(reads.array, n_components=[1, 2, 3], covariance_types=["full", "diag"],
                                 random_state=0, cache=False, init_params="k-means||")
     per_chunk = np.array([reads.counts[c] for c in range(4)])
-    assert np.all(per_chunk >= table.attrs["n_passes"])
-    assert np.all(per_chunk <= table.attrs["n_passes"] + 1)
+    # and the rows fetched by index: every candidate's uniform sample in one fetch, and
+    # the first centres in another
+    assert np.all(per_chunk >= table.attrs["n_passes"] + 1)
+    assert np.all(per_chunk <= table.attrs["n_passes"] + 2)
     # each candidate reports the passes it would make alone (validation, 8 to 10 for
     # k-means||, its EM iterations); the grid: its longest candidate's, and one scoring pass
     init = table.n_passes - 1 - table.n_iter
