@@ -13,11 +13,12 @@ Each method is a step generator (see :mod:`daskem._passes`): it yields its
 passes, so that many initialisations can share them.
 """
 
+import functools
 import hashlib
 
 import numpy as np
 import scipy.sparse as sp
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from ._kernels import StatisticsLayout, accumulate_statistics
 from ._passes import PassRequest, RowsRequest
@@ -37,9 +38,6 @@ KMEANS_SAMPLE_ROWS = 10_000
 KMEANS_SAMPLE_PER_COMPONENT = 100
 # ... and at most this many bytes of rows per chunk (2,016 rows at d=64, 7,710 at d=16)
 KMEANS_SAMPLE_BYTES = 2**20
-# the uniform sample fetched by index whose k-means competes with the k-means|| centres:
-# at most this many bytes of rows
-CHALLENGER_BYTES = 8 * 2**20
 # k-means restarts on that sample (in memory: they cost milliseconds, and one bad seeding
 # would cost Lloyd passes over the whole data and a worse optimum)
 SAMPLE_RESTARTS = 5
@@ -69,6 +67,15 @@ def row_uniforms(seed, start, n_rows, n_cols=1):
     return ((x >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
 
 
+@functools.lru_cache(maxsize=1)
+def _in_memory_pools():
+    # after scikit-learn's import, so that its OpenMP runtime is among the pools found
+    # (finding them takes milliseconds: once per process)
+    import sklearn.cluster  # noqa: F401
+
+    return ThreadpoolController()
+
+
 def in_memory_threads():
     """One thread for the small clusterings run on the client between passes.
 
@@ -77,7 +84,7 @@ def in_memory_threads():
     tasks it slows (measured: +0.3 s on a 2.2 s initialisation of 1,000,000 x 16
     rows on two cores).
     """
-    return threadpool_limits(limits=1)
+    return _in_memory_pools().limit(limits=1)
 
 
 def _nearest(z, centres):
@@ -130,11 +137,19 @@ def _d2_sample_func(block, ctx, row_start, sample_weight):
     return out.reshape(-1)
 
 
+def _d2_request(shift, centres, n_take, seed):
+    ctx = {"shift": shift, "centres": centres, "n_take": n_take, "seed": seed}
+    return PassRequest(_d2_sample_func, ctx, n_take * (len(shift) + 1), top=n_take)
+
+
+def _d2_rows(tops):
+    """The sampled shifted rows of a D^2 request's result (chunks may have had fewer)."""
+    return tops[np.isfinite(tops[:, 0]), 1:]
+
+
 def d2_sample_steps(shift, centres, n_take, seed):
     """Step generator: n_take shifted rows sampled by w D^2 in one pass."""
-    ctx = {"shift": shift, "centres": centres, "n_take": n_take, "seed": seed}
-    tops = yield PassRequest(_d2_sample_func, ctx, n_take * (len(shift) + 1), top=n_take)
-    return tops[np.isfinite(tops[:, 0]), 1:]
+    return _d2_rows((yield _d2_request(shift, centres, n_take, seed)))
 
 
 def _hard_statistics_func(block, ctx, row_start, sample_weight):
@@ -252,7 +267,7 @@ def _means(counts, sums, previous):
     return np.where(counts[:, None] > 0, sums / np.maximum(counts, 1e-300)[:, None], previous)
 
 
-def kmeans_parallel_steps(n_samples, shift, n_components, rng, weighted, rounds=None):
+def kmeans_parallel_steps(n_samples, shift, n_components, rng, weighted, rounds=None, sample_rows=0):
     """Step generator: K centres by k-means|| (Bahmani et al. 2012).
 
     One row chosen uniformly (by weight, with sample weights), then
@@ -262,18 +277,31 @@ def kmeans_parallel_steps(n_samples, shift, n_components, rng, weighted, rounds=
     restarts: they are few) and each cluster's centre is the mean of the
     rows its candidates gathered, so no further pass is needed.
 
+    With ``sample_rows``, the first round's pass also draws that many rows
+    uniformly (by weight), for a k-means of the sample to compete with.
+
     Returns
     -------
     centres : ndarray (K, d)
         Shifted centres.
     variance : float
         The data's mean variance over features.
+    sample : ndarray (n, d) or None
+        The shifted sample, if asked for (and ``rounds`` > 0).
     """
     seed, candidates = yield from _first_centre_steps(n_samples, shift, rng, weighted)
-    for r in range(KMEANS_PARALLEL_ROUNDS if rounds is None else rounds):
-        new = yield from d2_sample_steps(shift, candidates, KMEANS_PARALLEL_OVERSAMPLING * n_components,
-                                         seed + r + 1)
-        candidates = np.vstack([candidates, new])
+    n_rounds = KMEANS_PARALLEL_ROUNDS if rounds is None else rounds
+    sample = None
+    for r in range(n_rounds):
+        request = _d2_request(shift, candidates, KMEANS_PARALLEL_OVERSAMPLING * n_components, seed + r + 1)
+        if r == 0 and sample_rows:
+            # with no centres, D^2 = 1: the uniform draw (by weight), in the same pass
+            tops, sample_tops = yield (request, _d2_request(shift, np.empty((0, len(shift))), sample_rows,
+                                                            seed + n_rounds + 1))
+            sample = _d2_rows(sample_tops)
+        else:
+            tops = yield request
+        candidates = np.vstack([candidates, _d2_rows(tops)])
     counts, sums, variance = yield from centre_sums_steps(shift, candidates)
     keep = counts > 0
     counts, sums, candidates = counts[keep], sums[keep], candidates[keep]
@@ -291,7 +319,7 @@ def kmeans_parallel_steps(n_samples, shift, n_components, rng, weighted, rounds=
         fallback = km.cluster_centers_
     assign = np.zeros((n_components, len(candidates)))
     assign[labels, np.arange(len(candidates))] = 1.0
-    return _means(assign @ counts, assign @ sums, fallback), variance
+    return _means(assign @ counts, assign @ sums, fallback), variance, sample
 
 
 def lloyd_steps(shift, centres, variance=None, max_iter=LLOYD_MAX_ITER, tol=LLOYD_TOL, challenger=None):
@@ -321,16 +349,32 @@ def lloyd_steps(shift, centres, variance=None, max_iter=LLOYD_MAX_ITER, tol=LLOY
     return centres
 
 
+_SAMPLE_KMEANS_CACHE: dict = {}
+
+
 def _sample_kmeans(rows, n_components, rng):
-    """K centres by scikit-learn's KMeans (``SAMPLE_RESTARTS`` restarts) of sampled rows, in memory."""
+    """K centres by scikit-learn's KMeans (``SAMPLE_RESTARTS`` restarts) of sampled rows, in memory.
+
+    The centres depend on the rows, K and the seed alone, so the last few are
+    kept: the candidates of a model-selection grid that share K and a seed
+    (every covariance type) cluster their common sample once.
+    """
     if len(np.unique(rows, axis=0)) <= n_components:
         # fewer distinct rows than components: each is a seed, the others repeat them
         return rows[np.arange(n_components) % len(rows)]
     from sklearn.cluster import KMeans  # here: Dask workers need not import scikit-learn
 
-    km = KMeans(n_clusters=n_components, n_init=SAMPLE_RESTARTS, random_state=rng.randint(2**31 - 1))
-    with in_memory_threads():
-        return km.fit(rows).cluster_centers_
+    seed = int(rng.randint(2**31 - 1))
+    key = (hashlib.sha1(np.ascontiguousarray(rows).tobytes()).hexdigest(), rows.shape, n_components, seed)
+    cached = _SAMPLE_KMEANS_CACHE.get(key)
+    if cached is None:
+        km = KMeans(n_clusters=n_components, n_init=SAMPLE_RESTARTS, random_state=seed)
+        with in_memory_threads():
+            cached = km.fit(rows).cluster_centers_
+        if len(_SAMPLE_KMEANS_CACHE) >= 16:
+            _SAMPLE_KMEANS_CACHE.clear()
+        _SAMPLE_KMEANS_CACHE[key] = cached
+    return cached.copy()
 
 
 def _sample_size(n_samples, n_features, n_components, max_bytes):
@@ -352,20 +396,6 @@ def sample_kmeans_steps(n_samples, shift, n_components, rng):
     size = _sample_size(n_samples, len(shift), n_components, KMEANS_SAMPLE_BYTES)
     seed = int(rng.randint(np.iinfo(np.int64).max))
     rows = yield from d2_sample_steps(shift, np.empty((0, len(shift))), size, seed)
-    return _sample_kmeans(rows, n_components, rng)
-
-
-def sample_challenger_steps(n_samples, shift, n_components, rng):
-    """Step generator: K shifted centres by k-means of a uniform sample of rows fetched by index.
-
-    No pass over the data: the rows (drawn with replacement, duplicates
-    dropped) travel to the client, ``CHALLENGER_BYTES`` at most. For data
-    without sample weights or holes only (a row drawn by index may weigh
-    nothing).
-    """
-    size = _sample_size(n_samples, len(shift), n_components, CHALLENGER_BYTES)
-    indices = np.unique(rng.randint(n_samples, size=size))
-    rows = (yield RowsRequest(indices)) - shift
     return _sample_kmeans(rows, n_components, rng)
 
 
@@ -472,14 +502,14 @@ def initial_statistics_steps(method, data, n_components, covariance_type, rng, h
     shift, weighted = data.shift, data.sample_weight is not None or data.holes is not None
     if method in ("k-means||", "kmeans"):
         if method == "k-means||":
-            centres, variance = yield from kmeans_parallel_steps(n_samples, shift, n_components, rng,
-                                                                 weighted)
-            # k-means of a uniform sample competes with the candidates' clustering: on
-            # overlapping clusters its restarts find better optima, k-means|| finds small
-            # clusters far away; the first Lloyd pass keeps the lower inertia
-            challenger = None
-            if not weighted:
-                challenger = yield from sample_challenger_steps(n_samples, shift, n_components, rng)
+            # k-means of a uniform sample (drawn in the first round's pass) competes with
+            # the candidates' clustering: on overlapping clusters its restarts find better
+            # optima, k-means|| finds small clusters far away; the first Lloyd pass keeps
+            # the lower inertia
+            size = _sample_size(n_samples, len(shift), n_components, KMEANS_SAMPLE_BYTES)
+            centres, variance, sample = yield from kmeans_parallel_steps(
+                n_samples, shift, n_components, rng, weighted, sample_rows=size)
+            challenger = None if sample is None else _sample_kmeans(sample, n_components, rng)
             centres = yield from lloyd_steps(shift, centres, variance, max_iter=KMEANS_PARALLEL_LLOYD,
                                              challenger=challenger)
         else:

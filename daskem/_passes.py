@@ -15,6 +15,9 @@ Two kinds of requests:
   sampling without replacement).
 * :class:`RowsRequest`: a few rows by global index (initial centres); all
   pending ones are fetched together, reading only the chunks that hold them.
+
+A generator may also yield a tuple of PassRequests: they run in the same pass,
+and it receives the tuple of their results.
 """
 
 from __future__ import annotations
@@ -362,7 +365,7 @@ class PassTally:
                 request = steps.send(value)
             except StopIteration as stop:
                 return stop.value
-            if isinstance(request, PassRequest):
+            if isinstance(request, (PassRequest, tuple)):
                 self.add(rows)
             value = yield request
 
@@ -438,9 +441,12 @@ def drive(X, steps, sample_weight=None, split_every=SPLIT_EVERY, on_error="raise
         order = list(pending)
         if graph is None:
             graph = PassGraph(X, sample_weight, holes)
-        outputs = graph.run([pending[i] for i in order], split_every)
+        # a tuple of requests: all in this pass, their results back as a tuple
+        groups = [pending[i] if isinstance(pending[i], tuple) else (pending[i],) for i in order]
+        outputs = iter(graph.run([r for group in groups for r in group], split_every))
         if tally is not None:
             tally.add(X.shape[0])
-        for i, out in zip(order, outputs, strict=True):
-            advance(i, out)
+        for i, group in zip(order, groups, strict=True):
+            values = tuple(next(outputs) for _ in group)
+            advance(i, values if isinstance(pending[i], tuple) else values[0])
     return results

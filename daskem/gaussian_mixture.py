@@ -61,10 +61,10 @@ class GaussianMixture(MixtureEstimator):
         model). 'k-means||' is scalable k-means (Bahmani et al.
         2012) over the Dask array: a few passes of D^2 oversampling, a
         weighted clustering of the candidates in memory, and up to three
-        Lloyd passes of counts and sums; without sample weights or holes,
-        k-means of a uniform sample of 10,000 rows (fetched by index)
-        competes with the candidates' clustering, and the first Lloyd pass
-        keeps the centres with the lower inertia over all rows. 'kmeans'
+        Lloyd passes of counts and sums; k-means of a uniform sample of up
+        to 10,000 rows (drawn in the first sampling pass) competes with the
+        candidates' clustering, and the first Lloyd pass keeps the centres
+        with the lower inertia over all rows. 'kmeans'
         is k-means on the whole data: seeds from scikit-learn's KMeans on a
         uniform sample of 10,000 rows (100 per component, at most 1 MiB of
         rows; one pass), then Lloyd passes of counts and sums to

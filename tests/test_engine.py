@@ -199,21 +199,23 @@ def test_a_fit_reports_the_passes_it_made_over_the_data():
     # the final statistics), one per EM iteration
     assert 1 + 8 + gm.n_iter_ <= gm.n_passes_ <= 1 + 10 + gm.n_iter_
     per_chunk = np.array([reads.counts[c] for c in range(4)])
-    # fetched by index, not passes: the uniform sample whose k-means competes with
-    # k-means|| (one read of every chunk), and the first centre (one more of its chunk)
-    assert np.all(per_chunk >= gm.n_passes_ + 1) and np.all(per_chunk <= gm.n_passes_ + 2)
+    # the first k-means|| centre is fetched from its own chunk: one read more there
+    assert np.all(per_chunk >= gm.n_passes_) and np.all(per_chunk <= gm.n_passes_ + 1)
 
 
-def test_with_sample_weights_the_kmeans_parallel_start_fetches_no_rows_by_index():
+def test_the_kmeans_parallel_start_draws_its_uniform_sample_in_its_first_round():
     X = make_blobs(1200)
     reads = ChunkReads(X, 300)
     weights = da.from_array(np.linspace(0.5, 2.0, len(X)), chunks=300)
     with dask.config.set(scheduler="threads"):
         start = GaussianMixture(3, random_state=0, cache=False, max_iter=0,
                                 init_params="k-means||").fit(reads.array, sample_weight=weights)
-    # the first centre is drawn by weight in a pass, and a uniform sample by index would
-    # draw rows regardless of their weights: no challenger
+    # with weights the first centre is drawn in a pass too: nothing is fetched by index,
+    # and the sample whose k-means competes rides on a pass k-means|| makes anyway
+    # (validation, 1 + 5 sampling rounds, the candidates, 1 to 3 Lloyd passes, the
+    # final statistics)
     assert all(reads.counts[c] == start.n_passes_ for c in range(4))
+    assert 10 <= start.n_passes_ <= 12
 
 
 def test_the_kmeans_start_reads_a_sample_then_lloyd_passes():
@@ -265,10 +267,8 @@ def test_select_model_reports_the_passes_of_the_whole_grid():
         table, _ = select_model(reads.array, n_components=[1, 2, 3], covariance_types=["full", "diag"],
                                 random_state=0, cache=False, init_params="k-means||")
     per_chunk = np.array([reads.counts[c] for c in range(4)])
-    # and the rows fetched by index: every candidate's uniform sample in one fetch, and
-    # the first centres in another
-    assert np.all(per_chunk >= table.attrs["n_passes"] + 1)
-    assert np.all(per_chunk <= table.attrs["n_passes"] + 2)
+    assert np.all(per_chunk >= table.attrs["n_passes"])
+    assert np.all(per_chunk <= table.attrs["n_passes"] + 1)
     # each candidate reports the passes it would make alone (validation, 8 to 10 for
     # k-means||, its EM iterations); the grid: its longest candidate's, and one scoring pass
     init = table.n_passes - 1 - table.n_iter
@@ -286,3 +286,19 @@ def test_online_passes_count_rows_read():
     # validation (1) + k-means|| on one batch (8 to 10 passes over a quarter of the rows)
     # + 2 epochs, rounded up
     assert gm.n_passes_ in (5, 6)
+
+
+def test_a_step_may_ask_for_several_requests_in_one_pass(reads):
+    def steps():
+        both = yield (PassRequest(_column_sums, {"scale": 1.0}, 2),
+                      PassRequest(_column_sums, {"scale": 3.0}, 2))
+        return both
+
+    tally = PassTally(20)
+    with dask.config.set(scheduler="threads"):
+        ((ones, threes),) = drive(reads.array, [steps()], tally=tally)
+    total = np.arange(40.0).reshape(20, 2).sum(axis=0)
+    np.testing.assert_array_equal(ones, total)
+    np.testing.assert_array_equal(threes, 3 * total)
+    assert tally.passes == 1
+    assert reads.counts == {c: 1 for c in range(4)}
