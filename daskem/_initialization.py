@@ -349,6 +349,11 @@ def lloyd_steps(shift, centres, variance=None, max_iter=LLOYD_MAX_ITER, tol=LLOY
     return centres
 
 
+def _rows_key(rows):
+    """A key for in-memory results that depend on these rows alone (and the caller's arguments)."""
+    return hashlib.sha1(np.ascontiguousarray(rows).tobytes()).hexdigest(), rows.shape
+
+
 _SAMPLE_KMEANS_CACHE: dict = {}
 
 
@@ -365,7 +370,7 @@ def _sample_kmeans(rows, n_components, rng):
     from sklearn.cluster import KMeans  # here: Dask workers need not import scikit-learn
 
     seed = int(rng.randint(2**31 - 1))
-    key = (hashlib.sha1(np.ascontiguousarray(rows).tobytes()).hexdigest(), rows.shape, n_components, seed)
+    key = (*_rows_key(rows), n_components, seed)
     cached = _SAMPLE_KMEANS_CACHE.get(key)
     if cached is None:
         km = KMeans(n_clusters=n_components, n_init=SAMPLE_RESTARTS, random_state=seed)
@@ -377,9 +382,12 @@ def _sample_kmeans(rows, n_components, rng):
     return cached.copy()
 
 
-def _sample_size(n_samples, n_features, n_components, max_bytes):
+def _sample_size(n_samples, n_features, n_components):
+    """Rows of a uniform sample drawn in a pass: every chunk sends its best n rows and merges
+    hold 16 such sets, so n is bounded by ``KMEANS_SAMPLE_BYTES`` (by d alone: the sample does
+    not depend on the chunking)."""
     size = max(KMEANS_SAMPLE_ROWS, KMEANS_SAMPLE_PER_COMPONENT * n_components)
-    return min(n_samples, size, max(20 * n_components, max_bytes // (8 * (n_features + 1))))
+    return min(n_samples, size, max(20 * n_components, KMEANS_SAMPLE_BYTES // (8 * (n_features + 1))))
 
 
 def sample_kmeans_steps(n_samples, shift, n_components, rng):
@@ -392,8 +400,7 @@ def sample_kmeans_steps(n_samples, shift, n_components, rng):
     component, at most ``KMEANS_SAMPLE_BYTES`` of them (every chunk's
     candidates travel as one vector of that size).
     """
-    # every chunk sends its best n rows and merges hold 16 such sets: bounded in bytes
-    size = _sample_size(n_samples, len(shift), n_components, KMEANS_SAMPLE_BYTES)
+    size = _sample_size(n_samples, len(shift), n_components)
     seed = int(rng.randint(np.iinfo(np.int64).max))
     rows = yield from d2_sample_steps(shift, np.empty((0, len(shift))), size, seed)
     return _sample_kmeans(rows, n_components, rng)
@@ -440,7 +447,7 @@ def _hierarchical_labels(rows, n_components):
     """
     from ._hc import hierarchical_partitions
 
-    key = (hashlib.sha1(np.ascontiguousarray(rows).tobytes()).hexdigest(), rows.shape)
+    key = _rows_key(rows)
     cached = _HC_CACHE.get(key)
     if cached is None or len(cached) < min(n_components, len(rows)):
         if len(_HC_CACHE) >= 4:
@@ -506,7 +513,7 @@ def initial_statistics_steps(method, data, n_components, covariance_type, rng, h
             # the candidates' clustering: on overlapping clusters its restarts find better
             # optima, k-means|| finds small clusters far away; the first Lloyd pass keeps
             # the lower inertia
-            size = _sample_size(n_samples, len(shift), n_components, KMEANS_SAMPLE_BYTES)
+            size = _sample_size(n_samples, len(shift), n_components)
             centres, variance, sample = yield from kmeans_parallel_steps(
                 n_samples, shift, n_components, rng, weighted, sample_rows=size)
             challenger = None if sample is None else _sample_kmeans(sample, n_components, rng)

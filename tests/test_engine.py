@@ -12,7 +12,7 @@ from sklearn.exceptions import ConvergenceWarning
 from conftest import ChunkReads, make_blobs
 from daskem import GaussianMixture, select_model
 from daskem._engine import FitSettings, fit_steps, new_tally, prepare_data
-from daskem._initialization import lloyd_steps
+from daskem._initialization import kmeans_parallel_steps, lloyd_steps
 from daskem._model import MixtureFamily
 from daskem._passes import PassRequest, PassTally, RowsRequest, drive
 
@@ -203,7 +203,7 @@ def test_a_fit_reports_the_passes_it_made_over_the_data():
     assert np.all(per_chunk >= gm.n_passes_) and np.all(per_chunk <= gm.n_passes_ + 1)
 
 
-def test_the_kmeans_parallel_start_draws_its_uniform_sample_in_its_first_round():
+def test_with_sample_weights_the_kmeans_parallel_start_reads_each_chunk_once_per_pass():
     X = make_blobs(1200)
     reads = ChunkReads(X, 300)
     weights = da.from_array(np.linspace(0.5, 2.0, len(X)), chunks=300)
@@ -229,6 +229,21 @@ def test_the_kmeans_start_reads_a_sample_then_lloyd_passes():
     assert 4 <= start.n_passes_ <= 3 + 300
     assert all(reads.counts[c] == start.n_passes_ for c in range(4))
     np.testing.assert_allclose(np.sort(start.means_[:, 0]), [-4, 0, 5], atol=0.3)
+
+
+def test_kmeans_parallel_draws_the_competing_sample_in_its_first_round_without_another_pass():
+    X = make_blobs(1200)
+    tally = PassTally(len(X))
+    steps = kmeans_parallel_steps(len(X), np.zeros(3), 3, np.random.RandomState(0), weighted=False,
+                                  sample_rows=50)
+    with dask.config.set(scheduler="threads"):
+        ((centres, _, sample),) = drive(da.from_array(X, chunks=300), [steps], tally=tally)
+    # 5 sampling rounds and the candidates' pass, as without the sample
+    assert tally.passes == 6
+    assert centres.shape == (3, 3)
+    # 50 distinct rows of the data
+    assert sample.shape == (50, 3) and len(np.unique(sample, axis=0)) == 50
+    assert all(np.any(np.all(X == row, axis=1)) for row in sample)
 
 
 def _blob_rows(n_per_blob=200):
