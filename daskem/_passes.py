@@ -40,6 +40,10 @@ except ImportError:  # older dask: the same classes before they had a public mod
     from dask._task_spec import DataNode, List, Task, TaskRef
 
 SPLIT_EVERY = 16
+# bytes of the vectors one merge takes in (it holds them and a stacked copy): vectors of
+# sampled rows (up to 1 MiB per chunk) merge a few at a time, so that the merges fit on
+# workers with little memory to spare
+MERGE_BYTES = 4 * 2**20
 # bytes of per-chunk result vectors a pass over worker-held chunks may send to the client
 GATHER_BYTES = 64 * 2**20
 
@@ -174,6 +178,12 @@ def _merge_groups(group_vectors, groups, segments, split_every):
     return _merge_tree(vectors, segments, split_every)
 
 
+def merge_fan_in(vector_size: int, split_every: int = SPLIT_EVERY) -> int:
+    """Vectors per merge of a pass whose per-chunk vectors have ``vector_size`` values:
+    ``split_every``, fewer for large vectors (:data:`MERGE_BYTES`), at least 2."""
+    return max(2, min(split_every, MERGE_BYTES // max(8 * vector_size, 1)))
+
+
 def _chunk_keys(array):
     """The keys of a (n, d) array's row chunks (one chunk along axis 1)."""
     return [row[0] for row in array.__dask_keys__()]
@@ -262,6 +272,7 @@ class PassGraph:
             One result per request: the summed vector, or the (top, width) rows.
         """
         offsets = np.concatenate([[0], np.cumsum([r.size for r in requests])])
+        split_every = merge_fan_in(int(offsets[-1]), split_every)
         segments = tuple((int(offsets[i]), int(offsets[i + 1]), r.top) for i, r in enumerate(requests))
         name = "daskem-pass-" + uuid.uuid4().hex
         graph = dict(self.graph)

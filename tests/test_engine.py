@@ -10,11 +10,11 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 from conftest import ChunkReads, make_blobs
-from daskem import GaussianMixture, select_model
+from daskem import GaussianMixture, _passes, select_model
 from daskem._engine import FitSettings, fit_steps, new_tally, prepare_data
 from daskem._initialization import kmeans_parallel_steps, lloyd_steps
 from daskem._model import MixtureFamily
-from daskem._passes import PassRequest, PassTally, RowsRequest, drive
+from daskem._passes import MERGE_BYTES, PassRequest, PassTally, RowsRequest, drive, merge_fan_in
 
 
 def _column_sums(block, ctx, row_start, sample_weight):
@@ -317,3 +317,44 @@ def test_a_step_may_ask_for_several_requests_in_one_pass(reads):
     np.testing.assert_array_equal(threes, 3 * total)
     assert tally.passes == 1
     assert reads.counts == {c: 1 for c in range(4)}
+
+
+def _keyed_rows(block, ctx, row_start, sample_weight):
+    """Every row of the chunk as (key, row index, padding), the key a hash of the index."""
+    index = np.arange(row_start, row_start + len(block), dtype=np.float64)
+    out = np.zeros((ctx["top"], ctx["width"]))
+    out[:, 0] = -np.inf
+    keys = np.sin(index * 12.9898) * 43758.5453 % 1.0
+    best = np.argsort(-keys)[: ctx["top"]]
+    out[: len(best), 0], out[: len(best), 1] = keys[best], index[best]
+    return out.reshape(-1)
+
+
+def test_merges_of_large_vectors_take_fewer_vectors_at_a_time():
+    assert merge_fan_in(1000) == 16
+    # 1 MiB of sampled rows per chunk (a d=16 sample): 4 per merge
+    assert merge_fan_in(2**17) == 4
+    assert merge_fan_in(10 * MERGE_BYTES) == 2
+
+
+def _top_steps(top, width):
+    return (yield (PassRequest(_keyed_rows, {"top": top, "width": width}, top * width, top=top),))
+
+
+def test_a_pass_of_large_top_n_vectors_keeps_the_global_top_n_through_small_merges(monkeypatch):
+    top, width = 10, MERGE_BYTES // (8 * 10 * 3)  # three chunks' vectors fill one merge
+    combine, merged = _passes._combine, []
+
+    def counting_combine(vectors, segments):
+        merged.append(len(vectors))
+        return combine(vectors, segments)
+
+    monkeypatch.setattr(_passes, "_combine", counting_combine)
+    X = da.zeros((400, 2), chunks=(10, 2))
+    with dask.config.set(scheduler="threads"):
+        ((rows,),) = drive(X, [_top_steps(top, width)])
+    index = np.arange(400, dtype=np.float64)
+    keys = np.sin(index * 12.9898) * 43758.5453 % 1.0
+    np.testing.assert_array_equal(rows[:, 1], index[np.argsort(-keys, kind="stable")[:top]])
+    # 40 chunks in merges of at most three vectors (16 at a time for small vectors)
+    assert max(merged) == 3 and len(merged) == 14 + 5 + 2 + 1
