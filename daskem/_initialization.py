@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import ThreadpoolController
 
-from ._kernels import StatisticsLayout, accumulate_statistics
+from ._kernels import StatisticsLayout, accumulate_hard_statistics, accumulate_statistics
 from ._passes import PassRequest, RowsRequest
 
 # k-means|| (Bahmani et al. 2012): rounds of D^2 sampling, each one pass, each
@@ -43,8 +43,6 @@ KMEANS_SAMPLE_BYTES = 2**20
 SAMPLE_RESTARTS = 5
 # k-means restarts of the in-memory clustering of the k-means|| candidates
 CANDIDATE_RESTARTS = 10
-# rows assigned to centres at a time
-_ASSIGN_ROWS = 8192
 # bytes of one row block's (rows, centres) scores in the nearest-centre search
 _SCORE_BYTES = 2**18
 
@@ -157,16 +155,7 @@ def _hard_statistics_func(block, ctx, row_start, sample_weight):
     layout = ctx["layout"]
     out = np.zeros(layout.size)
     z = np.asarray(block, dtype=np.float64) - ctx["shift"]
-    step = _ASSIGN_ROWS
-    for s in range(0, len(z), step):
-        zb = z[s : s + step]
-        labels = _nearest(zb, ctx["centres"])[0]
-        resp = sp.csr_matrix(
-            (np.ones(len(zb)), (np.arange(len(zb)), labels)),
-            shape=(len(zb), layout.n_components),
-        )
-        w = None if sample_weight is None else sample_weight[s : s + step]
-        accumulate_statistics(out, layout, zb, resp, w)
+    accumulate_hard_statistics(out, layout, z, _nearest(z, ctx["centres"])[0], sample_weight)
     out[layout.offsets[4]] = len(z) if sample_weight is None else sample_weight.sum()
     return out
 

@@ -2,13 +2,13 @@
 
 import numpy as np
 import pytest
-import scipy.sparse as sp
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 from daskem._covariance import covariances_from_cholesky, precision_cholesky
 from daskem._kernels import (
     StatisticsLayout,
+    accumulate_hard_statistics,
     accumulate_statistics,
     chunk_predict,
     chunk_predict_proba,
@@ -130,19 +130,21 @@ def test_prediction_kernels_equal_the_naive_posterior(rows, covariance_type):
     np.testing.assert_array_equal(chunk_predict(rows, kp), np.argmax(log_prob, axis=1))
 
 
+@pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-def test_hard_assignment_statistics_equal_dense_ones(rows, covariance_type):
+def test_hard_assignment_statistics_equal_dense_ones(rows, covariance_type, weighted):
     layout = StatisticsLayout(covariance_type, K, D)
-    labels = np.random.RandomState(6).randint(0, K, size=len(rows))
-    dense = np.eye(K)[labels]
-    hard = sp.csr_matrix((np.ones(len(rows)), (np.arange(len(rows)), labels)), shape=(len(rows), K))
-    out_dense, out_sparse = np.zeros(layout.size), np.zeros(layout.size)
-    accumulate_statistics(out_dense, layout, rows, dense)
-    accumulate_statistics(out_sparse, layout, rows, hard)
-    np.testing.assert_allclose(out_sparse, out_dense, rtol=1e-12, atol=1e-9)
-    n, s1 = layout.unpack(out_dense)[:2]
-    np.testing.assert_array_equal(n, np.bincount(labels, minlength=K))
-    np.testing.assert_allclose(s1, np.stack([rows[labels == k].sum(axis=0) for k in range(K)]))
+    labels = np.random.RandomState(6).randint(0, K - 1, size=len(rows))  # the last one empty
+    w = np.random.RandomState(7).uniform(0.0, 2.0, size=len(rows)) if weighted else None
+    out_dense, out_hard = np.zeros(layout.size), np.zeros(layout.size)
+    accumulate_statistics(out_dense, layout, rows, np.eye(K)[labels], w)
+    accumulate_hard_statistics(out_hard, layout, rows, labels, w)
+    np.testing.assert_allclose(out_hard, out_dense, rtol=1e-12, atol=1e-9)
+    n, s1 = layout.unpack(out_hard)[:2]
+    w = np.ones(len(rows)) if w is None else w
+    np.testing.assert_allclose(n, np.bincount(labels, weights=w, minlength=K), rtol=1e-12)
+    np.testing.assert_allclose(s1, np.stack([w[labels == k] @ rows[labels == k] for k in range(K)]),
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_covariances_round_trip_through_precision_cholesky_factors():
