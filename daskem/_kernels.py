@@ -220,16 +220,12 @@ def kernel_parameters(weights, means, precisions_cholesky, covariance_type, shif
         prec = prec_chol**2
         mu_proj = mu * prec_chol[:, None]
         linear, second = mu * prec[:, None], prec
-    W = _features(covariance_type, d).coefficients(
-        const - 0.5 * np.sum(mu_proj**2, axis=1), linear, second
-    )
+    feat = _features(covariance_type, d, n_components)
+    W = feat.coefficients(const - 0.5 * np.sum(mu_proj**2, axis=1), linear, second)
     # a zero weight makes W[k, 0] = -inf, and every product of that row -inf
     kp["W"] = np.ascontiguousarray(W, dtype=dtype)
-    feat = _features(covariance_type, d)
     if not feat.features_major:
-        # the z and extra parts' weights, transposed (see _weighted_products)
-        kp["Wt"] = {lo: np.ascontiguousarray(kp["W"][:, lo:hi].T)
-                    for lo, hi in ((1, 1 + d), (1 + d, feat.m)) if hi > lo + 1}
+        kp["Wt"] = feat.transposed_weights(kp["W"])
     if covariance_type == "full":
         form = form or FULL_FORM or full_covariance_form(n_components, d, dtype)
         if form not in ("packed", "projection"):
@@ -341,7 +337,7 @@ def _block_log_prob(block, kp):
     block = np.asarray(block)
     n, d = block.shape
     k = kp["W"].shape[0]
-    feat = _features(kp["covariance_type"], d)
+    feat = _features(kp["covariance_type"], d, k)
     step = _block_rows(feat, kp["dtype"].itemsize)
     out = np.empty((n, k))
     for start in range(0, n, step):
@@ -378,7 +374,7 @@ def accumulate_statistics(out, layout, z64, resp, sample_weight=None):
     cov = layout.covariance_type
     z64 = np.asarray(z64, dtype=np.float64)
     n, d = z64.shape
-    feat = _features(cov, d)
+    feat = _features(cov, d, layout.n_components)
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1)
     G = np.zeros((layout.n_components, feat.m))
     second = None
@@ -463,7 +459,7 @@ def chunk_statistics(block, kp, layout, sample_weight=None):
     cov = layout.covariance_type
     dtype = kp["dtype"]
     k = kp["W"].shape[0]
-    feat = _features(cov, d)
+    feat = _features(cov, d, k)
     step = _block_rows(feat, dtype.itemsize)
     G = np.zeros((k, feat.m))
     second = np.zeros((d, d)) if cov == "tied" else None

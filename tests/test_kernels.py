@@ -147,6 +147,43 @@ def test_hard_assignment_statistics_equal_dense_ones(rows, covariance_type, weig
                                rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("covariance_type", ["diag", "spherical"])
+def test_the_joint_feature_layout_equals_the_naive_statistics(covariance_type, dtype, weighted):
+    """Where one product over [1, z, z^2] is the faster (diag and spherical, d=5, K=16)."""
+    from daskem._features import _features
+
+    k, d = 16, 5
+    assert _features(covariance_type, d, k).joint
+    rng = np.random.RandomState(11)
+    weights = rng.dirichlet(np.ones(k))
+    means = rng.randn(k, d) * 3
+    var = rng.uniform(0.5, 2.0, size=(k, d) if covariance_type == "diag" else k)
+    X = (rng.randn(9000, d) * 2 + 1.0).astype(dtype)
+    w = rng.uniform(0.0, 2.0, size=len(X)) if weighted else None
+    shift = X.mean(axis=0, dtype=np.float64)
+    kp = kernel_parameters(weights, means, precision_cholesky(var, covariance_type),
+                           covariance_type, shift, dtype)
+    layout = StatisticsLayout(covariance_type, k, d)
+    n, s1, s2, loglik, _ = layout.unpack(chunk_statistics(X, kp, layout, w)[0])
+
+    X64 = X.astype(np.float64)
+    dense = var if covariance_type == "diag" else np.repeat(var[:, None], d, axis=1)
+    log_prob = np.column_stack([np.log(weights[j]) + multivariate_normal(means[j], np.diag(dense[j]))
+                                .logpdf(X64) for j in range(k)])
+    log_norm = logsumexp(log_prob, axis=1)
+    resp = np.exp(log_prob - log_norm[:, None]) * (1.0 if w is None else w[:, None])
+    z = X64 - shift
+    rtol = 1e-9 if dtype == np.float64 else 2e-4
+    np.testing.assert_allclose(loglik, log_norm @ (np.ones(len(X)) if w is None else w), rtol=rtol)
+    np.testing.assert_allclose(n, resp.sum(axis=0), rtol=rtol)
+    np.testing.assert_allclose(s1, resp.T @ z, rtol=rtol, atol=1e-6 if dtype == np.float64 else 0.5)
+    squares = resp.T @ z**2 if covariance_type == "diag" else resp.T @ np.sum(z**2, axis=1)
+    np.testing.assert_allclose(s2, squares, rtol=rtol)
+    np.testing.assert_allclose(chunk_score_samples(X, kp), log_norm, rtol=rtol)
+
+
 def test_covariances_round_trip_through_precision_cholesky_factors():
     for covariance_type in COVARIANCE_TYPES:
         cov = _model(covariance_type, seed=7)[2]
@@ -306,7 +343,7 @@ def test_kernels_allocate_nothing_per_row_block(form, covariance_type):
     if form == "projection":
         step = _projection.BLOCK_ROWS
     else:
-        step = _kernels._block_rows(_kernels._features(covariance_type, d), 8)
+        step = _kernels._block_rows(_kernels._features(covariance_type, d, k), 8)
     X = _full_rows(means, 8 * step, seed=10)
     kp = kernel_parameters(weights, means, chol, covariance_type, X.mean(axis=0), np.float64,
                            form=form)
