@@ -81,18 +81,20 @@ class _Features:
             self.extra = {"tied": 0, "diag": d, "spherical": 1}[covariance_type]
             self.m = self.m_total = 1 + d + self.extra
 
-    def workspace_arrays(self, n, dtype):
-        """Buffers for n rows: the features-major buffer, or z and its squares."""
+    def workspace_arrays(self, n, dtype, suffix=""):
+        """Buffers for n rows: the features-major buffer, or z and its squares (named with
+        ``suffix``: float64 copies of float32 rows are ``z64``, ``extra64``, ``rows64``)."""
         if self.features_major:
             return {"F": np.empty((self.m_total, n), dtype=dtype)}
         if self.joint:
             rows = np.empty((n, self.m), dtype=dtype)
             rows[:, 0] = 1.0
-            return {"rows": rows, "z": rows[:, 1 : 1 + self.d], "extra": rows[:, 1 + self.d :]}
-        arrays = {"z": np.empty((n, self.d), dtype=dtype)}
-        if self.extra:
-            arrays["extra"] = np.empty((n, self.extra), dtype=dtype)
-        return arrays
+            arrays = {"rows": rows, "z": rows[:, 1 : 1 + self.d], "extra": rows[:, 1 + self.d :]}
+        else:
+            arrays = {"z": np.empty((n, self.d), dtype=dtype)}
+            if self.extra:
+                arrays["extra"] = np.empty((n, self.extra), dtype=dtype)
+        return {name + suffix: array for name, array in arrays.items()}
 
     def product_views(self, F):
         """(z, shifted, out) views of a features-major buffer for :meth:`fill`:
@@ -138,6 +140,19 @@ class _Features:
         if self.extra:
             parts.append((1 + d, self.m, ws.extra.T))
         return parts, z.T
+
+    def float64_parts(self, ws):
+        """The parts and z of the last :meth:`fill`, from float64 copies of its float32
+        features (the rows-major types' M-step products run in float64)."""
+        if self.joint:
+            np.copyto(ws.rows64, ws.rows)
+            return [(0, self.m, ws.rows64.T)], ws.z64.T
+        np.copyto(ws.z64, ws.z)
+        parts = [(0, 1, None), (1, 1 + self.d, ws.z64.T)]
+        if self.extra:
+            np.copyto(ws.extra64, ws.extra)
+            parts.append((1 + self.d, self.m, ws.extra64.T))
+        return parts, ws.z64.T
 
     def transposed_weights(self, W):
         """W's columns of the rows-major parts, transposed and contiguous, by the

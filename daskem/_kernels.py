@@ -305,8 +305,7 @@ class _Workspace:
         elif dtype == np.float32:
             # float32 data: the M-step products of these types run in float64
             self.R64 = np.empty((n_components, width))
-            self.z64 = np.empty((width, feat.d))
-            self.extra64 = np.empty((width, feat.extra)) if feat.extra else None
+            self.__dict__.update(feat.workspace_arrays(width, np.float64, suffix="64"))
         if feat.covariance_type == "tied":
             self.projection = np.empty((feat.d, width), dtype=dtype)
 
@@ -486,12 +485,7 @@ def chunk_statistics(block, kp, layout, sample_weight=None):
             if upcast:
                 np.copyto(ws.R64, R)
                 R = ws.R64
-                np.copyto(ws.z64, ws.z)
-                if feat.extra:
-                    np.copyto(ws.extra64, ws.extra)
-                parts = [(0, 1, None), (1, 1 + d, ws.z64.T)] + (
-                    [(1 + d, feat.m, ws.extra64.T)] if feat.extra else [])
-                z = ws.z64.T  # the z part (d, n), now float64, for tied
+                parts, z = feat.float64_parts(ws)
             for s in range(0, rows, sum_rows):
                 e = min(rows, s + sum_rows)
                 _add_moments(G, R, parts, s, e)
