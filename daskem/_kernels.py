@@ -28,7 +28,10 @@ columns are N, the second moments and S1, which :class:`daskem._features._Featur
 the order of :class:`StatisticsLayout`. Full covariance stores F as one
 features-major buffer; the other types keep z and its squares in separate
 contiguous (n, .) arrays (each product above is then split along m), whose
-filling is three times cheaper than writing columns of one (n, m) buffer.
+filling is three times cheaper than writing columns of one (n, m) buffer;
+diag and spherical use that one (n, m) buffer where its single, wider product
+saves more than its filling costs (up to 16 features, and 64 components or
+more: ``daskem._features._features``).
 Per row, full covariance costs about 2 K d^2 flops in two BLAS-3 products
 (against 4 K d^2 for the projection form scikit-learn uses), plus K
 exponentials. For large d and small K that matrix of d(d+1)/2 products per
