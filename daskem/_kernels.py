@@ -30,7 +30,7 @@ features-major buffer; the other types keep z and its squares in separate
 contiguous (n, .) arrays (each product above is then split along m), whose
 filling is three times cheaper than writing columns of one (n, m) buffer;
 diag and spherical use that one (n, m) buffer where its single, wider product
-saves more than its filling costs (up to 16 features, and 64 components or
+saves more than its filling costs (up to 16 features, or 64 components and
 more: ``daskem._features._features``).
 Per row, full covariance costs about 2 K d^2 flops in two BLAS-3 products
 (against 4 K d^2 for the projection form scikit-learn uses), plus K
