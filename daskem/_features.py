@@ -29,6 +29,7 @@ _MAX_BLOCK_ROWS = 8192
 # K=8 loses (its products alone 1.4x); d=64: 0.83-0.87x at K=64, 1.04-1.14x at K=8 and 16,
 # where the products dominate and two narrow ones run as fast as one wide one.
 _JOINT_MAX_FEATURES = 16
+_JOINT_DIAG_MIN_COMPONENTS = 16
 _JOINT_COMPONENTS = 64
 
 
@@ -59,7 +60,7 @@ class _Features:
 
     def __init__(self, covariance_type, d, joint=False):
         self.covariance_type, self.d = covariance_type, d
-        self.joint = joint and covariance_type in ("diag", "spherical")
+        self.joint = joint
         self.features_major = covariance_type == "full"
         if covariance_type == "full":
             self.n_offsets = s_count = d // 2 + 1
@@ -254,8 +255,9 @@ def _add_moments(G, R, parts, s=0, e=None):
 def _features(covariance_type, d, n_components):
     """The feature layout of a covariance type for d features and K components: the joint
     one for diag and spherical where it is the faster (see _JOINT_MAX_FEATURES)."""
-    few_features = d <= _JOINT_MAX_FEATURES and (covariance_type == "spherical" or n_components >= 16)
-    joint = few_features or n_components >= _JOINT_COMPONENTS
+    few_features = d <= _JOINT_MAX_FEATURES and (
+        covariance_type == "spherical" or n_components >= _JOINT_DIAG_MIN_COMPONENTS)
+    joint = covariance_type in ("diag", "spherical") and (few_features or n_components >= _JOINT_COMPONENTS)
     return _cached_features(covariance_type, d, joint)
 
 
