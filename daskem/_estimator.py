@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _engine, _predict
 
-INIT_METHODS = ("auto", "k-means||", "kmeans", "k-means++", "random", "random_from_data", "hc")
+INIT_METHODS = ("auto", "coreset", "k-means||", "kmeans", "k-means++", "random", "random_from_data", "hc")
 
 # The parameters every mixture estimator has, with scikit-learn's constraints.
 MIXTURE_CONSTRAINTS: dict = {

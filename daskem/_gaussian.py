@@ -326,17 +326,17 @@ class GaussianFamily(MixtureFamily):
     def init_method(self, init: int, weighted: bool = False) -> str:
         """The initialisation method of restart ``init``.
 
-        ``init_params='auto'`` is 'k-means||' for scikit-learn's names; for
+        ``init_params='auto'`` is 'coreset' for scikit-learn's names; for
         mclust's names it is mclust's hierarchical clustering ('hc') for the
         first start, which finds the starts mclust's fits are known by, and
-        'k-means||' for the restarts, which vary (hc of the same rows would
+        'coreset' for the restarts, which vary (hc of the same rows would
         give the same start again). With sample weights, which 'hc' does not
-        take, it is 'k-means||' throughout.
+        take, it is 'coreset' throughout.
         """
         if self.init_params != "auto":
             return self.init_params
         mclust_name = self.covariance_type in _mclust.MODELS
-        return "hc" if mclust_name and init == 0 and not weighted else "k-means||"
+        return "hc" if mclust_name and init == 0 and not weighted else "coreset"
 
     def initialization_steps(self, data: FitData, rng: np.random.RandomState, init: int = 0) -> Generator:
         """Initial parameters by ``init_params``, user-given values overriding.

@@ -51,20 +51,27 @@ class GaussianMixture(MixtureEstimator):
         Number of EM iterations; 0 returns the initialisation.
     n_init : int, default=1
         Number of initialisations; the one with the best lower bound is kept.
-    init_params : {'auto', 'k-means||', 'kmeans', 'k-means++', 'random', \
-'random_from_data', 'hc'}, default='auto'
-        Initialisation. 'auto' is 'k-means||' for scikit-learn's four
+    init_params : {'auto', 'coreset', 'k-means||', 'kmeans', 'k-means++', \
+'random', 'random_from_data', 'hc'}, default='auto'
+        Initialisation. 'auto' is 'coreset' for scikit-learn's four
         covariance names; for mclust's fourteen it is 'hc' for the first
-        start and 'k-means||' for the restarts (see
+        start and 'coreset' for the restarts (see
         :meth:`daskem._gaussian.GaussianFamily.init_method`). Pass the same
         method explicitly to compare 'full' with 'VVV' (they are the same
-        model). 'k-means||' is scalable k-means (Bahmani et al.
-        2012) over the Dask array: a few passes of D^2 oversampling, a
-        weighted clustering of the candidates in memory, and up to three
-        Lloyd passes of counts and sums; k-means of a uniform sample of up
-        to 10,000 rows (drawn in the first sampling pass) competes with the
-        candidates' clustering, and the first Lloyd pass keeps the centres
-        with the lower inertia over all rows. 'kmeans'
+        model). 'coreset' is k-means of a lightweight coreset (Bachem, Lucic
+        and Krause 2018) in memory: up to 10,000 rows (at most 1 MiB of
+        rows), half drawn by weight and half by squared distance to the
+        data's mean, each weighted so that the coreset's inertia estimates
+        the data's, clustered by scikit-learn's KMeans with 20 restarts; one
+        more pass assigns every row to its nearest centre. Two passes in
+        all, and rows far from the bulk (a small cluster far away) are drawn
+        far more often than by a uniform sample. 'k-means||' is scalable
+        k-means (Bahmani et al. 2012) over the Dask array: a few passes of
+        D^2 oversampling, a weighted clustering of the candidates in memory,
+        and up to three Lloyd passes of counts and sums; k-means of a
+        uniform sample of up to 10,000 rows (drawn in the first sampling
+        pass) competes with the candidates' clustering, and the first Lloyd
+        pass keeps the centres with the lower inertia over all rows. 'kmeans'
         is k-means on the whole data: seeds from scikit-learn's KMeans on a
         uniform sample of 10,000 rows (100 per component, at most 1 MiB of
         rows; one pass), then Lloyd passes of counts and sums to

@@ -12,7 +12,7 @@ from sklearn.exceptions import ConvergenceWarning
 from conftest import ChunkReads, make_blobs
 from daskem import GaussianMixture, _passes, select_model
 from daskem._engine import FitSettings, fit_steps, new_tally, prepare_data
-from daskem._initialization import kmeans_parallel_steps, lloyd_steps
+from daskem._initialization import coreset_steps, kmeans_parallel_steps, lloyd_steps
 from daskem._model import MixtureFamily
 from daskem._passes import MERGE_BYTES, PassRequest, PassTally, RowsRequest, drive, merge_fan_in
 
@@ -244,6 +244,75 @@ def test_kmeans_parallel_draws_the_competing_sample_in_its_first_round_without_a
     # 50 distinct rows of the data
     assert sample.shape == (50, 3) and len(np.unique(sample, axis=0)) == 50
     assert all(np.any(np.all(X == row, axis=1)) for row in sample)
+
+
+def test_the_coreset_start_makes_two_passes_after_validation():
+    X = make_blobs(30_000)
+    reads = ChunkReads(X, 7_000)
+    with dask.config.set(scheduler="threads"):
+        start = GaussianMixture(3, random_state=0, cache=False, max_iter=0,
+                                init_params="coreset").fit(reads.array)
+    # validation, the coreset, the final statistics; nothing fetched by index
+    assert start.n_passes_ == 3
+    assert all(reads.counts[c] == 3 for c in range(len(reads.counts)))
+    np.testing.assert_allclose(np.sort(start.means_[:, 0]), [-4, 0, 5], atol=0.1)
+
+
+def _coreset(X, chunks, sample_weight=None, seed=0):
+    shift = X.mean(axis=0)
+    steps = coreset_steps(len(X), shift, 3, np.random.RandomState(seed))
+    weights = None if sample_weight is None else da.from_array(sample_weight[:, None], chunks=(chunks, 1))
+    with dask.config.set(scheduler="threads"):
+        ((rows, w),) = drive(da.from_array(X, chunks=(chunks, X.shape[1])), [steps], sample_weight=weights)
+    return rows + shift, w
+
+
+def test_weighted_sums_over_the_coreset_estimate_those_over_the_data():
+    X = make_blobs(30_000)
+    rows, weights = _coreset(X, 7_000)
+    # at most 10,000 rows: 5,000 drawn by weight, 5,000 by squared distance to the mean
+    assert 9_000 <= len(rows) <= 10_000
+    assert all(np.abs(X - row).max(axis=1).min() < 1e-12 for row in rows[::500])
+    z, zc = X - X.mean(axis=0), rows - X.mean(axis=0)
+    np.testing.assert_allclose(weights.sum(), len(X), rtol=0.02)
+    np.testing.assert_allclose(weights @ zc, np.zeros(3), atol=0.03 * len(X))
+    np.testing.assert_allclose(weights @ np.sum(zc**2, axis=1), np.sum(z**2), rtol=0.02)
+
+
+def test_the_coreset_does_not_depend_on_the_chunking():
+    X = make_blobs(30_000)
+    rows, weights = _coreset(X, 30_000)
+    rows_uneven, weights_uneven = _coreset(X, 4_321)
+    np.testing.assert_allclose(rows_uneven, rows, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(weights_uneven, weights, rtol=1e-12)
+
+
+def test_a_coreset_of_few_rows_is_every_row_with_its_weight():
+    X = make_blobs(600)
+    w = np.linspace(0.0, 2.0, len(X))
+    rows, weights = _coreset(X, 250, sample_weight=w)
+    # the zero-weight row is left out; the others come once each, weighing what they weigh
+    assert len(rows) == len(X) - 1
+    order = np.lexsort(rows.T)
+    expected = np.lexsort(X[1:].T)
+    np.testing.assert_allclose(rows[order], X[1:][expected], rtol=0, atol=1e-12)
+    np.testing.assert_allclose(weights[order], w[1:][expected], rtol=1e-12)
+
+
+def test_the_coreset_draws_a_small_cluster_far_away_many_times_more_than_a_uniform_sample():
+    rng = np.random.RandomState(0)
+    far = np.array([40.0, 40.0, 40.0])
+    X = np.vstack([make_blobs(59_970), far + rng.randn(30, 3)])
+    X = X[rng.permutation(len(X))]
+    rows, weights = _coreset(X, 15_000)
+    in_far = np.linalg.norm(rows - far, axis=1) < 5
+    # a uniform sample of 10,000 rows would hold 5 of the 30 (0.05%); the second draw
+    # takes every one, and each weighs one row
+    assert in_far.sum() == 30
+    np.testing.assert_allclose(weights[in_far], 1.0, rtol=1e-4)
+    start = GaussianMixture(4, random_state=0, max_iter=0, init_params="coreset").fit(
+        da.from_array(X, chunks=15_000))
+    assert np.linalg.norm(start.means_ - far, axis=1).min() < 1.0
 
 
 def _blob_rows(n_per_blob=200):

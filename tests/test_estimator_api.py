@@ -201,7 +201,7 @@ def test_non_convergence_warns_with_sklearn_message():
         GaussianMixture(3, max_iter=1, random_state=0).fit(make_blobs(300))
 
 
-@pytest.mark.parametrize("init_params", ["k-means||", "kmeans", "k-means++", "random_from_data"])
+@pytest.mark.parametrize("init_params", ["coreset", "k-means||", "kmeans", "k-means++", "random_from_data"])
 def test_every_initialisation_finds_the_three_blobs(init_params):
     X = make_blobs(1500, seed=2)
     g = GaussianMixture(3, init_params=init_params, random_state=0, n_init=2)

@@ -220,11 +220,11 @@ def test_hc_initialisation_clusters_a_sample_and_reads_no_pass():
         GaussianMixture(3, init_params="hc").fit(X, sample_weight=np.ones(len(X)))
 
 
-def test_auto_initialisation_starts_mclusts_names_from_hc_and_restarts_from_k_means():
+def test_auto_initialisation_starts_mclusts_names_from_hc_and_restarts_from_the_coreset():
     from daskem._gaussian import GaussianFamily
 
-    for name, first, second in [("EVE", "hc", "k-means||"), ("full", "k-means||", "k-means||")]:
+    for name, first, second in [("EVE", "hc", "coreset"), ("full", "coreset", "coreset")]:
         family = GaussianFamily(3, covariance_type=name, init_params="auto")
         assert (family.init_method(0), family.init_method(1)) == (first, second)
-    assert GaussianFamily(3, covariance_type="EVE").init_method(0, weighted=True) == "k-means||"
+    assert GaussianFamily(3, covariance_type="EVE").init_method(0, weighted=True) == "coreset"
     assert GaussianMixture().init_params == "auto"

@@ -243,6 +243,7 @@ CovarianceType = enum.Enum("CovarianceType", {name: name for name in COVARIANCE_
 class InitParams(str, enum.Enum):
     auto = "auto"
     hc = "hc"
+    coreset = "coreset"
     kmeans_parallel = "k-means||"
     kmeans = "kmeans"
     kmeans_pp = "k-means++"
