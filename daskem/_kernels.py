@@ -401,13 +401,29 @@ def accumulate_statistics(out, layout, z64, resp, sample_weight=None):
 def accumulate_hard_statistics(out, layout, z64, labels, sample_weight=None):
     """:func:`accumulate_statistics` for every row assigned to one component, ``labels``.
 
-    The rows are sorted by component and each component's moments are one
-    product over its own rows: n d^2 flops for full covariance instead of
-    the K n d^2 of responsibilities that are mostly zero.
+    diag and spherical: the (rows, components) assignment matrix, sparse,
+    times the rows and their squares. full and tied: the rows sorted by
+    component, and each component's moments one product over its own rows
+    (n d^2 flops for full covariance instead of the K n d^2 of
+    responsibilities that are mostly zero).
     """
     z64 = np.asarray(z64, dtype=np.float64)
     k, d = layout.n_components, z64.shape[1]
     labels = np.asarray(labels)
+    o, cov = layout.offsets, layout.covariance_type
+    second = out[o[2] : o[3]].reshape(layout.second_shape)
+    w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+    if cov in ("diag", "spherical"):
+        import scipy.sparse as sp  # here: the EM kernels do without it
+
+        # no copy of the rows in component order: one product per moment
+        ones = np.ones(len(z64)) if w is None else w
+        assign = sp.csr_matrix((ones, labels, np.arange(len(z64) + 1)), shape=(len(z64), k))
+        out[o[0] : o[1]] += np.bincount(labels, weights=w, minlength=k)
+        out[o[1] : o[2]] += np.asarray(assign.T @ z64).reshape(-1)
+        squares = np.asarray(assign.T @ (z64 * z64))
+        second += squares if cov == "diag" else squares.sum(axis=1)
+        return
     # small integers sort by radix: ten times faster than a merge sort of intp
     order = np.argsort(labels.astype(np.int16) if k <= 2**15 else labels, kind="stable")
     sizes = np.bincount(labels, minlength=k)
@@ -418,20 +434,15 @@ def accumulate_hard_statistics(out, layout, z64, labels, sample_weight=None):
     if sample_weight is None:
         weight_sums, wz = sizes.astype(np.float64)[comps], z_sorted
     else:
-        w_sorted = np.asarray(sample_weight, dtype=np.float64).reshape(-1)[order]
+        w_sorted = w[order]
         weight_sums, wz = np.add.reduceat(w_sorted, starts), z_sorted * w_sorted[:, None]
-    o, cov = layout.offsets, layout.covariance_type
     out[o[0] : o[1]][comps] += weight_sums
     out[o[1] : o[2]].reshape(k, d)[comps] += np.add.reduceat(wz, starts, axis=0)
-    second = out[o[2] : o[3]].reshape(layout.second_shape)
     if cov == "tied":
         second += wz.T @ z_sorted
-    elif cov == "full":
+    else:
         for c, lo, hi in zip(comps, starts, ends, strict=True):
             second[c] += (wz[lo:hi].T @ z_sorted[lo:hi])[layout.triu]
-    else:
-        squares = np.add.reduceat(wz * z_sorted, starts, axis=0)
-        second[comps] += squares if cov == "diag" else squares.sum(axis=1)
 
 
 def chunk_statistics(block, kp, layout, sample_weight=None):
