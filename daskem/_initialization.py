@@ -57,16 +57,21 @@ def row_uniforms(seed, start, n_rows, n_cols=1):
     SplitMix64 of (seed, row * n_cols + col): a counter-based generator, so a
     row gets the same numbers whichever chunk it is in.
     """
-    idx = (np.arange(start, start + n_rows, dtype=np.uint64)[:, None] * np.uint64(n_cols)
-           + np.arange(n_cols, dtype=np.uint64)[None, :])
-    # uint64 arithmetic wraps around by design here
+    x = np.arange(start, start + n_rows, dtype=np.uint64)[:, None] * np.uint64(n_cols)
+    x = x + np.arange(n_cols, dtype=np.uint64)[None, :]
+    bits = np.empty_like(x)
+    # uint64 arithmetic wraps around by design here; in place, as chunks are large
     with np.errstate(over="ignore"):
-        x = idx + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
+        x += np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
+        for shift, factor in ((30, 0xBF58476D1CE4E5B9), (27, 0x94D049BB133111EB)):
+            x ^= np.right_shift(x, np.uint64(shift), out=bits)
+            x *= np.uint64(factor)
+        x ^= np.right_shift(x, np.uint64(31), out=bits)
     # 53 random bits, shifted off zero so that log(u) is finite
-    return ((x >> np.uint64(11)).astype(np.float64) + 0.5) / 2.0**53
+    u = np.right_shift(x, np.uint64(11), out=bits).astype(np.float64)
+    u += 0.5
+    u /= 2.0**53
+    return u
 
 
 @functools.lru_cache(maxsize=1)
@@ -89,26 +94,32 @@ def in_memory_threads():
     return _in_memory_pools().limit(limits=1)
 
 
-def _nearest(z, centres):
+def _nearest(rows, centres, shift=None):
     """(index of the nearest centre, squared distance to it) of every shifted row.
 
     The argmax of z.c - |c|^2 / 2 is the nearest centre, and |z|^2 minus twice
     that maximum its squared distance; row blocks keep the (rows, centres)
-    scores in the core's cache.
+    scores in the core's cache. With ``shift``, ``rows`` are raw and each
+    block is shifted into a reused buffer: no shifted copy of the chunk
+    (worker processes map every large temporary afresh, see issue 18).
     """
-    n, m = len(z), len(centres)
+    n, m = len(rows), len(centres)
     half_norms = 0.5 * np.einsum("md,md->m", centres, centres)
     labels = np.empty(n, dtype=np.intp)
-    d2 = np.einsum("nd,nd->n", z, z)
-    step = max(256, _SCORE_BYTES // (8 * max(m, 1)))
+    d2 = np.empty(n)
+    step = max(256, _SCORE_BYTES // (8 * max(m, rows.shape[1], 1)))
     scores = np.empty((min(n, step), m))
+    shifted = None if shift is None else np.empty((min(n, step), rows.shape[1]))
     for s in range(0, n, step):
-        zb = z[s : s + step]
+        if shift is None:
+            zb = rows[s : s + step]
+        else:
+            zb = np.subtract(rows[s : s + step], shift, out=shifted[: min(step, n - s)])
         g = np.matmul(zb, centres.T, out=scores[: len(zb)])
         g -= half_norms
         best = g.argmax(axis=1)
         labels[s : s + len(zb)] = best
-        d2[s : s + len(zb)] -= 2.0 * g[np.arange(len(zb)), best]
+        d2[s : s + len(zb)] = np.einsum("nd,nd->n", zb, zb) - 2.0 * g[np.arange(len(zb)), best]
     return labels, np.maximum(d2, 0.0, out=d2)
 
 
@@ -122,18 +133,20 @@ def _d2_sample_func(block, ctx, row_start, sample_weight):
     ``ctx["weights"]`` is set.
     """
     n_take = ctx["n_take"]
-    z = np.asarray(block, dtype=np.float64) - ctx["shift"]
+    block = np.asarray(block)
     if len(ctx["centres"]):
-        d2 = _nearest(z, ctx["centres"])[1]
+        d2 = _nearest(block, ctx["centres"], shift=ctx["shift"])[1]
     else:
-        d2 = np.ones(len(z))
-    w = np.ones(len(z)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    d2 = d2 * w
-    u = row_uniforms(ctx["seed"], row_start, len(z))[:, 0]
-    with np.errstate(divide="ignore"):
-        keys = np.where(d2 > 0, np.log(u) / np.where(d2 > 0, d2, 1.0), -np.inf)
+        d2 = np.ones(len(block))
+    w = np.ones(len(block)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    d2 *= w
+    # in place: few large temporaries (see _nearest)
+    keys = np.log(row_uniforms(ctx["seed"], row_start, len(block))[:, 0])
+    drawable = d2 > 0
+    np.divide(keys, d2, out=keys, where=drawable)
+    keys[~drawable] = -np.inf
     first = 3 if ctx.get("weights") else 1
-    out = np.full((n_take, z.shape[1] + first), -np.inf)
+    out = np.full((n_take, block.shape[1] + first), -np.inf)
     # the n largest keys, in decreasing order (a partition first: n is small against a chunk)
     top = np.arange(len(keys)) if len(keys) <= n_take else np.argpartition(-keys, n_take - 1)[:n_take]
     top = top[np.argsort(-keys[top], kind="stable")]
@@ -141,7 +154,7 @@ def _d2_sample_func(block, ctx, row_start, sample_weight):
     if first == 3:
         out[: len(top), 1] = row_start + top
         out[: len(top), 2] = w[top]
-    out[: len(top), first:] = z[top]
+    out[: len(top), first:] = np.asarray(block[top], dtype=np.float64) - ctx["shift"]
     return out.reshape(-1)
 
 

@@ -153,11 +153,37 @@ def _combine(vectors, segments):
     return np.concatenate(out)
 
 
-def _evaluate_group(blocks, starts, sample_weights=None, *, requests, holes=None):
-    """:func:`_evaluate` over several chunks of one worker: their vectors, in order."""
+def _split_segments(segments):
+    """Positions of the summed and the top-n segments of a pass's vector, and each kind's
+    segments within a vector of that kind alone."""
+    summed = [(lo, hi) for lo, hi, top in segments if not top]
+    tops = [(lo, hi, top) for lo, hi, top in segments if top]
+
+    def packed(parts, with_top):
+        bounds = np.concatenate([[0], np.cumsum([p[1] - p[0] for p in parts])]).astype(int)
+        return tuple((int(bounds[i]), int(bounds[i + 1]), p[2] if with_top else 0)
+                     for i, p in enumerate(parts))
+
+    def positions(parts):
+        return np.concatenate([np.arange(p[0], p[1]) for p in parts]) if parts else np.zeros(0, dtype=int)
+
+    return positions(summed), packed(summed, False), positions(tops), packed(tops, True)
+
+
+def _evaluate_group(blocks, starts, sample_weights=None, *, requests, segments, holes=None):
+    """:func:`_evaluate` over several chunks of one worker.
+
+    Returns each chunk's summed segments, in order (the client adds them up
+    in the threaded scheduler's order), and the top-n segments merged over
+    the group here: the top n of all rows is the top n of the groups' top n,
+    so only n rows per request leave the worker.
+    """
     weights = [None] * len(blocks) if sample_weights is None else sample_weights
-    return [_evaluate(block, requests, start, w, holes)
-            for block, start, w in zip(blocks, starts, weights, strict=True)]
+    vectors = [_evaluate(block, requests, start, w, holes)
+               for block, start, w in zip(blocks, starts, weights, strict=True)]
+    sum_at, _, top_at, top_segments = _split_segments(segments)
+    tops = _combine([v[top_at] for v in vectors], top_segments) if len(top_at) else None
+    return [v[sum_at] for v in vectors], tops
 
 
 def _merge_tree(vectors, segments, split_every):
@@ -169,13 +195,21 @@ def _merge_tree(vectors, segments, split_every):
     return layer[0]
 
 
-def _merge_groups(group_vectors, groups, segments, split_every):
-    """Per-group lists of vectors back in chunk order, then :func:`_merge_tree`."""
+def _merge_groups(group_results, groups, segments, split_every):
+    """The pass's vector from :func:`_evaluate_group`'s results: the summed segments
+    by :func:`_merge_tree` over the chunks in chunk order, the top-n ones merged over
+    the groups."""
+    sum_at, sum_segments, top_at, top_segments = _split_segments(segments)
     vectors = [None] * sum(len(g) for g in groups)
-    for indices, results in zip(groups, group_vectors, strict=True):
+    for indices, (results, _) in zip(groups, group_results, strict=True):
         for i, vector in zip(indices, results, strict=True):
             vectors[i] = vector
-    return _merge_tree(vectors, segments, split_every)
+    out = np.empty(sum(hi - lo for lo, hi, _ in segments))
+    if len(sum_at):
+        out[sum_at] = _merge_tree(vectors, sum_segments, split_every)
+    if len(top_at):
+        out[top_at] = _combine([tops for _, tops in group_results], top_segments)
+    return out
 
 
 def merge_fan_in(vector_size: int, split_every: int = SPLIT_EVERY) -> int:
@@ -285,9 +319,9 @@ class PassGraph:
         groups = self._worker_groups() if small else None
         if groups is not None:
             with blas_limits(self.X), no_workers_watch(collections=[self.X]):
-                group_vectors = self.client.gather(self._submit_groups(name, list(requests), groups))
+                results = self.client.gather(self._submit_groups(name, list(requests), segments, groups))
             # merged here: no task waits for another worker's result
-            return _split_results(_merge_groups(group_vectors, groups, segments, split_every), segments)
+            return _split_results(_merge_groups(results, groups, segments, split_every), segments)
         graph = dict(self.graph)
         params = name + "-requests"
         graph[params] = DataNode(params, list(requests))
@@ -313,7 +347,7 @@ class PassGraph:
             vector = self.get(graph, layer[0])
         return _split_results(vector, segments)
 
-    def _submit_groups(self, name, requests, groups):
+    def _submit_groups(self, name, requests, segments, groups):
         """One task per group of chunks, submitted with the chunks' futures; their futures.
 
         Mapped at once (one message to the scheduler) rather than computed
@@ -329,7 +363,7 @@ class PassGraph:
             [[chunks[i] for i in indices] for indices in groups],
             [[self.starts[i] for i in indices] for indices in groups],
             [None if weights is None else [weights[i] for i in indices] for indices in groups],
-            requests=requests, holes=self.holes,
+            requests=requests, segments=segments, holes=self.holes,
             key=[f"{name}-group-{g}" for g in range(len(groups))], pure=False,
         )
 
