@@ -49,6 +49,8 @@ CANDIDATE_RESTARTS = 10
 CORESET_RESTARTS = 20
 # bytes of one row block's (rows, centres) scores in the nearest-centre search
 _SCORE_BYTES = 2**18
+# rows per block of a D^2 draw's keys (arrays of 64 KiB: below glibc's mmap threshold)
+_KEY_ROWS = 8192
 
 
 def row_uniforms(seed, start, n_rows, n_cols=1):
@@ -107,7 +109,7 @@ def _nearest(rows, centres, shift=None):
     half_norms = 0.5 * np.einsum("md,md->m", centres, centres)
     labels = np.empty(n, dtype=np.intp)
     d2 = np.empty(n)
-    step = max(256, _SCORE_BYTES // (8 * max(m, rows.shape[1], 1)))
+    step = max(256, min(_SCORE_BYTES // (8 * max(m, 1)), _KEY_ROWS * 8 // max(8 * rows.shape[1], 1)))
     scores = np.empty((min(n, step), m))
     shifted = None if shift is None else np.empty((min(n, step), rows.shape[1]))
     for s in range(0, n, step):
@@ -115,6 +117,12 @@ def _nearest(rows, centres, shift=None):
             zb = rows[s : s + step]
         else:
             zb = np.subtract(rows[s : s + step], shift, out=shifted[: min(step, n - s)])
+        if m == 1:
+            # one centre: the distance itself, no search
+            labels[s : s + len(zb)] = 0
+            diff = np.subtract(zb, centres[0], out=zb) if shift is not None else zb - centres[0]
+            d2[s : s + len(zb)] = np.einsum("nd,nd->n", diff, diff)
+            continue
         g = np.matmul(zb, centres.T, out=scores[: len(zb)])
         g -= half_norms
         best = g.argmax(axis=1)
@@ -134,17 +142,21 @@ def _d2_sample_func(block, ctx, row_start, sample_weight):
     """
     n_take = ctx["n_take"]
     block = np.asarray(block)
-    if len(ctx["centres"]):
-        d2 = _nearest(block, ctx["centres"], shift=ctx["shift"])[1]
-    else:
-        d2 = np.ones(len(block))
     w = np.ones(len(block)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    d2 *= w
-    # in place: few large temporaries (see _nearest)
-    keys = np.log(row_uniforms(ctx["seed"], row_start, len(block))[:, 0])
-    drawable = d2 > 0
-    np.divide(keys, d2, out=keys, where=drawable)
-    keys[~drawable] = -np.inf
+    keys = np.empty(len(block))
+    # by row blocks whose temporaries stay small: worker processes map every large one afresh
+    for s in range(0, len(block), _KEY_ROWS):
+        rows = block[s : s + _KEY_ROWS]
+        if len(ctx["centres"]):
+            d2 = _nearest(rows, ctx["centres"], shift=ctx["shift"])[1]
+            d2 *= w[s : s + _KEY_ROWS]
+        else:
+            d2 = w[s : s + _KEY_ROWS]
+        part = np.log(row_uniforms(ctx["seed"], row_start + s, len(rows))[:, 0])
+        drawable = d2 > 0
+        np.divide(part, d2, out=part, where=drawable)
+        part[~drawable] = -np.inf
+        keys[s : s + len(rows)] = part
     first = 3 if ctx.get("weights") else 1
     out = np.full((n_take, block.shape[1] + first), -np.inf)
     # the n largest keys, in decreasing order (a partition first: n is small against a chunk)
