@@ -45,9 +45,9 @@ class BayesianGaussianMixture(MixtureEstimator):
     reg_covar : float, default=1e-6
     max_iter : int, default=100
     n_init : int, default=1
-    init_params : {'k-means||', 'kmeans', 'k-means++', 'random', \
+    init_params : {'k-means||', 'coreset', 'kmeans', 'k-means++', 'random', \
 'random_from_data'}, default='k-means||'
-        As in :class:`daskem.GaussianMixture`.
+        As in :class:`daskem.GaussianMixture` ('auto' is 'k-means||' here).
     weight_concentration_prior_type : {'dirichlet_process', \
 'dirichlet_distribution'}, default='dirichlet_process'
         The stick-breaking Dirichlet process or a Dirichlet distribution.
