@@ -62,9 +62,9 @@ class GaussianMixture(MixtureEstimator):
         and Krause 2018) in memory: up to 10,000 rows (at most 1 MiB of
         rows), half drawn by weight and half by squared distance to the
         data's mean, each weighted so that the coreset's inertia estimates
-        the data's, clustered by scikit-learn's KMeans with 20 restarts; one
-        more pass assigns every row to its nearest centre. Two passes in
-        all, and rows far from the bulk (a small cluster far away) are drawn
+        the data's, clustered by scikit-learn's KMeans with 20 restarts (to
+        tol=1e-2); one more pass assigns every row to its nearest centre.
+        Two passes in all, and rows far from the bulk (a small cluster far away) are drawn
         far more often than by a uniform sample. 'k-means||' is scalable
         k-means (Bahmani et al. 2012) over the Dask array: a few passes of
         D^2 oversampling, a weighted clustering of the candidates in memory,
