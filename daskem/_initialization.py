@@ -53,8 +53,10 @@ CORESET_RESTARTS = 20
 CORESET_KMEANS_TOL = 1e-2
 # bytes of one row block's (rows, centres) scores in the nearest-centre search
 _SCORE_BYTES = 2**18
-# rows per block of a D^2 draw's keys (arrays of 64 KiB: below glibc's mmap threshold)
+# temporaries of at most 64 KiB, below glibc's mmap threshold: a D^2 draw's keys by blocks of
+# this many rows, and the nearest-centre search's shifted rows in a buffer of this many bytes
 _KEY_ROWS = 8192
+_BUFFER_BYTES = 2**16
 
 
 def row_uniforms(seed, start, n_rows, n_cols=1):
@@ -113,7 +115,7 @@ def _nearest(rows, centres, shift=None):
     half_norms = 0.5 * np.einsum("md,md->m", centres, centres)
     labels = np.empty(n, dtype=np.intp)
     d2 = np.empty(n)
-    step = max(256, min(_SCORE_BYTES // (8 * max(m, 1)), _KEY_ROWS * 8 // max(8 * rows.shape[1], 1)))
+    step = max(256, min(_SCORE_BYTES // (8 * max(m, 1)), _BUFFER_BYTES // (8 * max(rows.shape[1], 1))))
     scores = np.empty((min(n, step), m))
     shifted = None if shift is None else np.empty((min(n, step), rows.shape[1]))
     for s in range(0, n, step):
