@@ -93,6 +93,31 @@ def test_data_held_by_workers_are_read_by_one_task_per_worker_thread_with_the_sa
     assert distributed.lower_bounds_ == threaded.lower_bounds_
 
 
+def test_a_coreset_drawn_from_data_held_by_workers_equals_the_threaded_one():
+    """Each worker's group merges its chunks' top rows itself; the draws are the same."""
+    from distributed import wait
+
+    from daskem._initialization import coreset_steps
+    from daskem._passes import drive
+
+    X = make_blobs(30_000, seed=5)
+    Xd = da.from_array(X, chunks=2_500)
+
+    def coreset(data):
+        steps = coreset_steps(len(X), X.mean(axis=0), 3, np.random.RandomState(0))
+        return drive(data, [steps])[0]
+
+    rows, weights = coreset(Xd)
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address=None, processes=True) as cluster, Client(cluster) as client:
+        held = client.persist(Xd)
+        wait(held)
+        held_rows, held_weights = coreset(held)
+    assert len(rows) > 9_000
+    np.testing.assert_array_equal(held_rows, rows)
+    np.testing.assert_array_equal(held_weights, weights)
+
+
 def test_n_init_keeps_the_best_run(capsys):
     X = make_blobs(600, seed=6)
     with warnings.catch_warnings():
