@@ -398,6 +398,20 @@ def accumulate_statistics(out, layout, z64, resp, sample_weight=None):
     feat.add_statistics(out, layout, G, second)
 
 
+def assignment_sums(z, labels, n_components, sample_weight=None):
+    """Weighted counts (K,) and sums (K, d) of rows assigned to components ``labels``,
+    and the sparse (rows, K) assignment matrix that gave them (weights as its values).
+
+    One sparse product for the sums: several times faster than a bincount
+    over every (component, feature) pair.
+    """
+    import scipy.sparse as sp  # here: the EM kernels do without it
+
+    w = np.ones(len(z)) if sample_weight is None else sample_weight
+    assign = sp.csr_matrix((w, labels, np.arange(len(z) + 1)), shape=(len(z), n_components))
+    return np.bincount(labels, weights=w, minlength=n_components), np.asarray(assign.T @ z), assign
+
+
 def accumulate_hard_statistics(out, layout, z64, labels, sample_weight=None):
     """:func:`accumulate_statistics` for every row assigned to one component, ``labels``.
 
@@ -414,13 +428,10 @@ def accumulate_hard_statistics(out, layout, z64, labels, sample_weight=None):
     second = out[o[2] : o[3]].reshape(layout.second_shape)
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1)
     if cov in ("diag", "spherical"):
-        import scipy.sparse as sp  # here: the EM kernels do without it
-
         # no copy of the rows in component order: one product per moment
-        ones = np.ones(len(z64)) if w is None else w
-        assign = sp.csr_matrix((ones, labels, np.arange(len(z64) + 1)), shape=(len(z64), k))
-        out[o[0] : o[1]] += np.bincount(labels, weights=w, minlength=k)
-        out[o[1] : o[2]] += np.asarray(assign.T @ z64).reshape(-1)
+        counts, sums, assign = assignment_sums(z64, labels, k, w)
+        out[o[0] : o[1]] += counts
+        out[o[1] : o[2]] += sums.reshape(-1)
         squares = np.asarray(assign.T @ (z64 * z64))
         second += squares if cov == "diag" else squares.sum(axis=1)
         return
