@@ -19,7 +19,13 @@ import hashlib
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from ._kernels import StatisticsLayout, accumulate_hard_statistics, accumulate_statistics, assignment_sums
+from ._kernels import (
+    StatisticsLayout,
+    accumulate_hard_statistics,
+    accumulate_statistics,
+    assignment_sums,
+    scratch,
+)
 from ._passes import PassRequest, RowsRequest
 
 # k-means|| (Bahmani et al. 2012): rounds of D^2 sampling, each one pass, each
@@ -52,10 +58,9 @@ CORESET_RESTARTS = 20
 CORESET_KMEANS_TOL = 1e-2
 # bytes of one row block's (rows, centres) scores in the nearest-centre search
 _SCORE_BYTES = 2**18
-# temporaries of at most 64 KiB, below glibc's mmap threshold: a D^2 draw's keys by blocks of
-# this many rows, and the nearest-centre search's shifted rows in a buffer of this many bytes
+# a D^2 draw's keys by blocks of this many rows (temporaries of 64 KiB, below glibc's mmap
+# threshold)
 _KEY_ROWS = 8192
-_BUFFER_BYTES = 2**16
 
 
 def row_uniforms(seed, start, n_rows, n_cols=1):
@@ -101,38 +106,39 @@ def in_memory_threads():
     return _in_memory_pools().limit(limits=1)
 
 
-def _nearest(rows, centres, shift=None):
+def _nearest(rows, centres, shift=None, out=None):
     """(index of the nearest centre, squared distance to it) of every shifted row.
 
     The argmax of z.c - |c|^2 / 2 is the nearest centre, and |z|^2 minus twice
     that maximum its squared distance; row blocks keep the (rows, centres)
     scores in the core's cache. With ``shift``, ``rows`` are raw and each
-    block is shifted into a reused buffer: no shifted copy of the chunk
-    (worker processes map every large temporary afresh, see issue 18).
+    block is shifted into a reused buffer: no shifted copy of the chunk. The
+    work arrays are the thread's (:func:`daskem._kernels.scratch`), and
+    ``out``, a pair of arrays (intp, float64) of ``len(rows)``, takes the
+    result.
     """
-    n, m = len(rows), len(centres)
+    n, d = rows.shape
+    m = len(centres)
     half_norms = 0.5 * np.einsum("md,md->m", centres, centres)
-    labels = np.empty(n, dtype=np.intp)
-    d2 = np.empty(n)
-    step = max(256, min(_SCORE_BYTES // (8 * max(m, 1)), _BUFFER_BYTES // (8 * max(rows.shape[1], 1))))
-    scores = np.empty((min(n, step), m))
-    shifted = None if shift is None else np.empty((min(n, step), rows.shape[1]))
+    labels, d2 = (np.empty(n, dtype=np.intp), np.empty(n)) if out is None else out
+    step = max(256, _SCORE_BYTES // (8 * max(m, d, 1)))
+    width = min(n, step)
+    scores = scratch("nearest.scores", (width, m))
+    # one centre: the distance itself, no search (and no cancellation)
+    shifted = scratch("nearest.rows", (width, d)) if shift is not None or m == 1 else None
     for s in range(0, n, step):
-        if shift is None:
-            zb = rows[s : s + step]
-        else:
-            zb = np.subtract(rows[s : s + step], shift, out=shifted[: min(step, n - s)])
+        e = min(s + step, n)
+        zb = rows[s:e] if shift is None else np.subtract(rows[s:e], shift, out=shifted[: e - s])
         if m == 1:
-            # one centre: the distance itself, no search
-            labels[s : s + len(zb)] = 0
-            diff = np.subtract(zb, centres[0], out=zb) if shift is not None else zb - centres[0]
-            d2[s : s + len(zb)] = np.einsum("nd,nd->n", diff, diff)
+            labels[s:e] = 0
+            diff = np.subtract(zb, centres[0], out=shifted[: e - s])
+            np.einsum("nd,nd->n", diff, diff, out=d2[s:e])
             continue
-        g = np.matmul(zb, centres.T, out=scores[: len(zb)])
+        np.einsum("nd,nd->n", zb, zb, out=d2[s:e])
+        g = np.matmul(zb, centres.T, out=scores[: e - s])
         g -= half_norms
-        best = g.argmax(axis=1)
-        labels[s : s + len(zb)] = best
-        d2[s : s + len(zb)] = np.einsum("nd,nd->n", zb, zb) - 2.0 * g[np.arange(len(zb)), best]
+        best = np.argmax(g, axis=1, out=labels[s:e])
+        d2[s:e] -= 2.0 * np.take_along_axis(g, best[:, None], axis=1)[:, 0]
     return labels, np.maximum(d2, 0.0, out=d2)
 
 
@@ -147,17 +153,21 @@ def _d2_sample_func(block, ctx, row_start, sample_weight):
     """
     n_take = ctx["n_take"]
     block = np.asarray(block)
-    w = np.ones(len(block)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
-    keys = np.empty(len(block))
-    # by row blocks whose temporaries stay small: worker processes map every large one afresh
+    w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1)
+    # the chunk's arrays are the thread's: worker processes fault every fresh page in
+    keys = scratch("d2.keys", (len(block),))
     for s in range(0, len(block), _KEY_ROWS):
         rows = block[s : s + _KEY_ROWS]
+        part = np.log(row_uniforms(ctx["seed"], row_start + s, len(rows))[:, 0])
         if len(ctx["centres"]):
             d2 = _nearest(rows, ctx["centres"], shift=ctx["shift"])[1]
-            d2 *= w[s : s + _KEY_ROWS]
+            if w is not None:
+                d2 *= w[s : s + _KEY_ROWS]
+        elif w is None:
+            keys[s : s + len(rows)] = part  # every row drawable, weighing 1
+            continue
         else:
             d2 = w[s : s + _KEY_ROWS]
-        part = np.log(row_uniforms(ctx["seed"], row_start + s, len(rows))[:, 0])
         drawable = d2 > 0
         np.divide(part, d2, out=part, where=drawable)
         part[~drawable] = -np.inf
@@ -165,13 +175,17 @@ def _d2_sample_func(block, ctx, row_start, sample_weight):
     first = 3 if ctx.get("weights") else 1
     out = np.full((n_take, block.shape[1] + first), -np.inf)
     # the n largest keys, in decreasing order (a partition first: n is small against a chunk)
-    top = np.arange(len(keys)) if len(keys) <= n_take else np.argpartition(-keys, n_take - 1)[:n_take]
+    if len(keys) <= n_take:
+        top = np.arange(len(keys))
+    else:
+        top = np.argpartition(np.negative(keys, out=scratch("d2.negated", keys.shape)), n_take - 1)[:n_take]
     top = top[np.argsort(-keys[top], kind="stable")]
     out[: len(top), 0] = keys[top]
     if first == 3:
         out[: len(top), 1] = row_start + top
-        out[: len(top), 2] = w[top]
-    out[: len(top), first:] = np.asarray(block[top], dtype=np.float64) - ctx["shift"]
+        out[: len(top), 2] = 1.0 if w is None else w[top]
+    drawn = np.take(block, top, axis=0, out=scratch("d2.rows", (len(top), block.shape[1]), block.dtype))
+    np.subtract(drawn, ctx["shift"], out=out[: len(top), first:], dtype=np.float64)
     return out.reshape(-1)
 
 
@@ -194,8 +208,11 @@ def _hard_statistics_func(block, ctx, row_start, sample_weight):
     """Statistics of a chunk with every row assigned to its nearest centre."""
     layout = ctx["layout"]
     out = np.zeros(layout.size)
-    z = np.asarray(block, dtype=np.float64) - ctx["shift"]
-    accumulate_hard_statistics(out, layout, z, _nearest(z, ctx["centres"])[0], sample_weight)
+    block = np.asarray(block)
+    # the chunk's arrays are the thread's: worker processes fault every fresh page in
+    z = np.subtract(block, ctx["shift"], out=scratch("hard.rows", block.shape), dtype=np.float64)
+    nearest = (scratch("hard.labels", (len(z),), np.intp), scratch("hard.distances", (len(z),)))
+    accumulate_hard_statistics(out, layout, z, _nearest(z, ctx["centres"], out=nearest)[0], sample_weight)
     out[layout.offsets[4]] = len(z) if sample_weight is None else sample_weight.sum()
     return out
 
@@ -230,12 +247,15 @@ def _centre_sums_func(block, ctx, row_start, sample_weight):
     Counts and sums only: a Lloyd pass needs no second moments, so it costs a
     small fraction of an EM pass.
     """
-    z = np.asarray(block, dtype=np.float64) - ctx["shift"]
+    block = np.asarray(block)
+    # the chunk's arrays are the thread's: worker processes fault every fresh page in
+    z = np.subtract(block, ctx["shift"], out=scratch("lloyd.rows", block.shape), dtype=np.float64)
+    nearest = (scratch("lloyd.labels", (len(z),), np.intp), scratch("lloyd.distances", (len(z),)))
     w = np.ones(len(z)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     parts = []
     for centres in ctx["centre_sets"]:
         k = len(centres)
-        labels, distances = _nearest(z, centres)
+        labels, distances = _nearest(z, centres, out=nearest)
         counts, sums, _ = assignment_sums(z, labels, k, w)
         parts += [counts, sums.reshape(-1), [float(w @ distances)]]
     parts.append([float(np.einsum("n,nd,nd->", w, z, z))])

@@ -33,6 +33,7 @@ from dask.base import get_scheduler
 from threadpoolctl import ThreadpoolController
 
 from ._cluster import current_client, no_workers_watch
+from ._kernels import scratch_scope
 
 try:
     from dask.task_spec import DataNode, List, Task, TaskRef
@@ -123,6 +124,11 @@ def blas_limits(X):
 
 
 def _evaluate(block, requests, start, sample_weight=None, holes=None):
+    with scratch_scope():
+        return _evaluate_in_scope(block, requests, start, sample_weight, holes)
+
+
+def _evaluate_in_scope(block, requests, start, sample_weight=None, holes=None):
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1)
     if holes is not None:
         block = np.asarray(block)
@@ -140,17 +146,36 @@ def _evaluate(block, requests, start, sample_weight=None, holes=None):
 
 def _combine(vectors, segments):
     """Merge per-chunk vectors segment by segment (associative)."""
-    x = np.stack(vectors)
+    if not any(top for _, _, top in segments):
+        x = np.stack(vectors)
+        return np.concatenate([x[:, lo:hi].sum(axis=0) for lo, hi, _ in segments])
     out = []
     for lo, hi, top in segments:
-        part = x[:, lo:hi]
         if not top:
-            out.append(part.sum(axis=0))
-            continue
-        rows = part.reshape(-1, (hi - lo) // top)
-        best = np.argsort(-rows[:, 0], kind="stable")[:top]
-        out.append(rows[best].reshape(-1))
+            out.append(np.stack([v[lo:hi] for v in vectors]).sum(axis=0))
+        else:
+            out.append(_merge_top([v[lo:hi] for v in vectors], top))
     return np.concatenate(out)
+
+
+def _merge_top(parts, top):
+    """The ``top`` rows of largest key (column 0) of flat top-n segments that hold
+    ``top`` rows each, in decreasing order (ties: in the parts' order).
+
+    Only the keys are copied together: the segments of a D^2 draw are large
+    (a coreset's: 3,856 rows per chunk), and a worker process faults every
+    page of a fresh large array in.
+    """
+    width = len(parts[0]) // top
+    rows = [p.reshape(top, width) for p in parts]
+    keys = np.concatenate([r[:, 0] for r in rows])
+    best = np.argsort(-keys, kind="stable")[:top]
+    source, index = np.divmod(best, top)
+    merged = np.empty((top, width))
+    for j, r in enumerate(rows):
+        mine = source == j
+        merged[mine] = r[index[mine]]
+    return merged.reshape(-1)
 
 
 def _split_segments(segments):
@@ -179,10 +204,11 @@ def _evaluate_group(blocks, starts, sample_weights=None, *, requests, segments, 
     so only n rows per request leave the worker.
     """
     weights = [None] * len(blocks) if sample_weights is None else sample_weights
-    vectors = [_evaluate(block, requests, start, w, holes)
-               for block, start, w in zip(blocks, starts, weights, strict=True)]
-    sum_at, _, top_at, top_segments = _split_segments(segments)
-    tops = _combine([v[top_at] for v in vectors], top_segments) if len(top_at) else None
+    with scratch_scope():  # the chunks of the group share the work arrays
+        vectors = [_evaluate(block, requests, start, w, holes)
+                   for block, start, w in zip(blocks, starts, weights, strict=True)]
+    sum_at, _, top_at, _ = _split_segments(segments)
+    tops = _combine(vectors, [s for s in segments if s[2]]) if len(top_at) else None
     return [v[sum_at] for v in vectors], tops
 
 

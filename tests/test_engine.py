@@ -427,3 +427,18 @@ def test_a_pass_of_large_top_n_vectors_keeps_the_global_top_n_through_small_merg
     np.testing.assert_array_equal(rows[:, 1], index[np.argsort(-keys, kind="stable")[:top]])
     # 40 chunks in merges of at most three vectors (16 at a time for small vectors)
     assert max(merged) == 3 and len(merged) == 14 + 5 + 2 + 1
+
+
+def test_merging_top_n_segments_keeps_the_largest_keys_and_ties_in_vector_order():
+    top, width = 4, 3
+    rng = np.random.default_rng(5)
+    vectors = []
+    for j in range(3):
+        rows = np.column_stack([rng.choice([0.5, 0.25, -np.inf], size=top), np.full(top, j),
+                                np.arange(top)])
+        vectors.append(np.concatenate([[7.0 * j, 1.0], rows.reshape(-1)]))
+    merged = _passes._combine(vectors, ((0, 2, 0), (2, 2 + top * width, top)))
+    np.testing.assert_array_equal(merged[:2], [21.0, 3.0])
+    everything = np.concatenate([v[2:].reshape(top, width) for v in vectors])
+    expected = everything[np.argsort(-everything[:, 0], kind="stable")[:top]]
+    np.testing.assert_array_equal(merged[2:].reshape(top, width), expected)

@@ -370,3 +370,61 @@ def _dense_to(covariance_type, cov):
         "diag": lambda: np.diagonal(cov, axis1=1, axis2=2).copy(),
         "spherical": lambda: np.diagonal(cov, axis1=1, axis2=2).mean(axis=1),
     }[covariance_type]()
+
+
+def test_scratch_arrays_are_kept_per_name_and_thread_until_the_scope_ends():
+    import threading
+
+    from daskem._kernels import scratch, scratch_scope
+
+    # outside a scope: a fresh array each time
+    assert not np.shares_memory(scratch("test.a", (100, 3)), scratch("test.a", (100, 3)))
+    with scratch_scope():
+        first = scratch("test.a", (100, 3))
+        assert first.shape == (100, 3) and first.dtype == np.float64
+        # the same memory for the same name, a smaller request a view of it
+        assert np.shares_memory(scratch("test.a", (10, 2)), first)
+        assert not np.shares_memory(scratch("test.b", (100, 3)), first)
+        assert scratch("test.a", (5,), np.intp).dtype == np.intp
+        grown = scratch("test.a", (1000, 3))
+        assert grown.shape == (1000, 3)
+        with scratch_scope():  # a nested scope shares the outer one's arrays
+            assert np.shares_memory(scratch("test.a", (100, 3)), grown)
+        assert np.shares_memory(scratch("test.a", (100, 3)), grown)
+        other = []
+
+        def in_another_thread():
+            with scratch_scope():
+                other.append(scratch("test.a", (100, 3)))
+
+        thread = threading.Thread(target=in_another_thread)
+        thread.start()
+        thread.join()
+        assert not np.shares_memory(other[0], grown)
+    # given up when the scope ends
+    assert not np.shares_memory(scratch("test.a", (100, 3)), grown)
+
+
+def test_a_d2_draw_makes_no_copy_of_the_chunk():
+    # worker processes fault every page of a fresh large temporary in (issue 18): the keys,
+    # the drawn rows and the shifted rows are the task's scratch arrays; what a chunk
+    # allocates is its output and the partition's index
+    import tracemalloc
+
+    from daskem._initialization import _d2_sample_func
+    from daskem._kernels import scratch_scope
+
+    X = np.random.default_rng(3).normal(size=(50_000, 16))
+    shift = X.mean(axis=0)
+    for centres in (np.empty((0, 16)), np.zeros((1, 16)), X[:8] - shift):
+        ctx = {"shift": shift, "centres": centres, "n_take": 3000, "seed": 4, "weights": True}
+        with scratch_scope():  # as a pass's task over a worker's chunks
+            expected = _d2_sample_func(X, ctx, 0, None)
+            tracemalloc.start()
+            try:
+                drawn = _d2_sample_func(X, ctx, 0, None)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+        np.testing.assert_array_equal(drawn, expected)
+        assert peak <= drawn.nbytes + 8 * len(X) + 2**17, (len(centres), peak, drawn.nbytes)
