@@ -124,6 +124,11 @@ def _nearest(rows, centres, shift=None, out=None):
     step = max(256, _SCORE_BYTES // (8 * max(m, d, 1)))
     width = min(n, step)
     scores = scratch("nearest.scores", (width, m))
+    # contiguous centres^T: OpenBLAS runs z @ C^T twice as fast with it (d=16, K=16); the flat
+    # positions of each row's first score pick the best ones (take_along_axis: 2.5x slower)
+    centres_t = np.ascontiguousarray(centres.T)
+    row_offsets = np.arange(0, width * m, m)
+    picked = scratch("nearest.picked", (width,), np.intp)
     # one centre: the distance itself, no search (and no cancellation)
     shifted = scratch("nearest.rows", (width, d)) if shift is not None or m == 1 else None
     for s in range(0, n, step):
@@ -135,10 +140,11 @@ def _nearest(rows, centres, shift=None, out=None):
             np.einsum("nd,nd->n", diff, diff, out=d2[s:e])
             continue
         np.einsum("nd,nd->n", zb, zb, out=d2[s:e])
-        g = np.matmul(zb, centres.T, out=scores[: e - s])
+        g = np.matmul(zb, centres_t, out=scores[: e - s])
         g -= half_norms
         best = np.argmax(g, axis=1, out=labels[s:e])
-        d2[s:e] -= 2.0 * np.take_along_axis(g, best[:, None], axis=1)[:, 0]
+        flat = np.add(best, row_offsets[: e - s], out=picked[: e - s])
+        d2[s:e] -= 2.0 * np.take(g.reshape(-1), flat)
     return labels, np.maximum(d2, 0.0, out=d2)
 
 
