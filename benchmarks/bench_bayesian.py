@@ -10,10 +10,16 @@ float64), the two libraries alternating for ``--rounds`` rounds:
 
 Both run ``max_iter`` iterations with tol=0 from a random-responsibility start.
 
+``--starts``: whole fits of daskem's BayesianGaussianMixture with its defaults from each
+start instead ('coreset', the default, and 'k-means||'), on bench_solution.py's overlapping
+clusters (``--start-cases``, full and diag, seeds ``--seeds``): wall time, iterations, passes,
+the final lower bound and whether it converged.
+
 Usage::
 
     python benchmarks/bench_bayesian.py --rounds 3          # about 3 minutes
     python benchmarks/bench_bayesian.py --n 100000 --rounds 1  # quick
+    python benchmarks/bench_bayesian.py --starts            # about 3 minutes
 """
 
 import argparse
@@ -59,6 +65,48 @@ def daskem_seconds(X, k, max_iter, chunks):
     return list(est.iteration_seconds_[1:])
 
 
+def whole_fits(case, covariance_type, init_params, seeds):
+    """(wall s, iterations, passes, lower bound, converged) of default fits from one start."""
+    import dask.array as da
+    from bench_solution import CASES, CHUNKS, overlapping_data
+
+    from daskem import BayesianGaussianMixture
+
+    n, d, k = CASES[case]
+    X = da.from_array(overlapping_data(n, d, k, np.float64), chunks=(-(-n // CHUNKS), d))
+    fits = []
+    for seed in seeds:
+        est = BayesianGaussianMixture(n_components=k, covariance_type=covariance_type,
+                                      init_params=init_params, random_state=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            est.fit(X)
+            wall = time.perf_counter() - t0
+        fits.append((wall, est.n_iter_, est.n_passes_, float(est.lower_bound_), est.converged_))
+    return fits
+
+
+def starts_report(args):
+    seeds = [int(s) for s in args.seeds.split(",")]
+    print(f"BayesianGaussianMixture whole fits by start, defaults (tol=1e-3 on the total lower "
+          f"bound, max_iter=100), threaded scheduler; {time.strftime('%Y-%m-%d %H:%M')}, load "
+          f"{os.getloadavg()[0]:.2f}. Per seed {args.seeds}.\n")
+    print("| data | covariance | start | wall (s) | iterations | passes | lower bound "
+          "| below the best | converged |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for case in args.start_cases.split(","):
+        for cov in ("full", "diag"):
+            runs = {init: whole_fits(case, cov, init, seeds) for init in ("coreset", "k-means||")}
+            best = max(f[3] for fits in runs.values() for f in fits)
+            for init, fits in runs.items():
+                def col(i, fmt, fits=fits):
+                    return ", ".join(format(f[i], fmt) for f in fits)
+                below = ", ".join(f"{best - f[3]:.2g}" for f in fits)
+                print(f"| {case} | {cov} | {init} | {col(0, '.2f')} | {col(1, 'd')} | {col(2, 'd')} "
+                      f"| {col(3, '.1f')} | {below} | {sum(f[4] for f in fits)}/{len(fits)} |", flush=True)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=1_000_000)
@@ -68,7 +116,13 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--sklearn-iter", type=int, default=3)
     p.add_argument("--daskem-iter", type=int, default=6)
+    p.add_argument("--starts", action="store_true", help="whole fits by start instead")
+    p.add_argument("--start-cases", default="slow,big")
+    p.add_argument("--seeds", default="0,1,2")
     args = p.parse_args(argv)
+    if args.starts:
+        starts_report(args)
+        return
     X = make_data(args.n, args.d, args.k, np.float64)
     sk, de = [], []
     for r in range(args.rounds):

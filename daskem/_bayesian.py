@@ -80,7 +80,7 @@ class BayesianFamily(MixtureFamily):
     n_components: int
     covariance_type: str = "full"
     reg_covar: float = 1e-6
-    init_params: str = "k-means||"
+    init_params: str = "auto"
     weight_concentration_prior_type: str = "dirichlet_process"
     weight_concentration_prior: Any = None
     mean_precision_prior: Any = None
@@ -301,7 +301,7 @@ class BayesianFamily(MixtureFamily):
 
     def initialization_steps(self, data: FitData, rng: np.random.RandomState, init: int = 0) -> Generator:
         """The posterior after one variational M-step from the initial responsibilities."""
-        method = "k-means||" if self.init_params == "auto" else self.init_params
+        method = "coreset" if self.init_params == "auto" else self.init_params
         stats, layout = yield from initial_statistics_steps(
             method, data, self.n_components, self.covariance_type, rng
         )

@@ -306,3 +306,16 @@ def test_cli_fits_a_bayesian_mixture_and_reports_its_active_components(tmp_path)
     assert info["n_parameters"] is None
     r = cli("fit", "x.npy", "--weight-concentration-prior", "1e-3", "--out", "g.npz")
     assert r.returncode == 2 and "needs --bayesian" in r.stderr
+
+
+def test_the_default_start_is_the_coreset_as_for_gaussian_mixture():
+    X = da.from_array(make_blobs(3_000, seed=4), chunks=700)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fits = {init: BayesianGaussianMixture(n_components=3, max_iter=0, random_state=2,
+                                              init_params=init).fit(X)
+                for init in ("auto", "coreset", "k-means||")}
+    assert BayesianGaussianMixture().init_params == "auto"
+    np.testing.assert_array_equal(fits["auto"].means_, fits["coreset"].means_)
+    # the priors' pass, validation, the coreset and its statistics: k-means|| makes more
+    assert fits["auto"].n_passes_ == fits["coreset"].n_passes_ == 4 < fits["k-means||"].n_passes_
