@@ -445,22 +445,6 @@ def _sample_size(n_samples, n_features, n_components):
     return min(n_samples, size, max(20 * n_components, KMEANS_SAMPLE_BYTES // (8 * (n_features + 1))))
 
 
-def sample_kmeans_steps(n_samples, shift, n_components, rng):
-    """Step generator: K shifted seeds by k-means of a uniform sample of the rows (one pass).
-
-    The sample (drawn by weight, in one pass, as :func:`d2_sample_steps`
-    draws with no centres) is clustered in memory by scikit-learn's KMeans,
-    so the Lloyd passes on the whole data start near their end. It has
-    ``KMEANS_SAMPLE_ROWS`` rows, or ``KMEANS_SAMPLE_PER_COMPONENT`` per
-    component, at most ``KMEANS_SAMPLE_BYTES`` of them (every chunk's
-    candidates travel as one vector of that size).
-    """
-    size = _sample_size(n_samples, len(shift), n_components)
-    seed = int(rng.randint(np.iinfo(np.int64).max))
-    rows = yield from d2_sample_steps(shift, np.empty((0, len(shift))), size, seed)
-    return _sample_kmeans(rows, n_components, rng)
-
-
 def _drawn_rows(tops, n_take):
     """(threshold, row indices, weights, shifted rows) of a draw of ``n_take`` rows made with
     one row more: the extra row's key is the threshold its inclusion probabilities need
@@ -651,7 +635,10 @@ def initial_statistics_steps(method, data, n_components, covariance_type, rng, h
             centres = yield from lloyd_steps(shift, centres, variance, max_iter=KMEANS_PARALLEL_LLOYD,
                                              challenger=challenger)
         else:
-            centres = yield from sample_kmeans_steps(n_samples, shift, n_components, rng)
+            # Lloyd passes from the coreset's centres: they start at the best optimum the
+            # coreset's restarts found (a uniform sample's five restarts stopped in worse
+            # ones, which the passes kept, on 6 of 12 fits in benchmarks/RESULTS.md)
+            centres = yield from coreset_kmeans_steps(n_samples, shift, n_components, rng)
             centres = yield from lloyd_steps(shift, centres, max_iter=LLOYD_MAX_ITER)
         # the second moments only now, for the M-step of the final assignment
         stats, layout = yield from hard_statistics_steps(shift, centres, covariance_type)

@@ -72,10 +72,9 @@ class GaussianMixture(MixtureEstimator):
         uniform sample of up to 10,000 rows (drawn in the first sampling
         pass) competes with the candidates' clustering, and the first Lloyd
         pass keeps the centres with the lower inertia over all rows. 'kmeans'
-        is k-means on the whole data: seeds from scikit-learn's KMeans on a
-        uniform sample of 10,000 rows (100 per component, at most 1 MiB of
-        rows; one pass), then Lloyd passes of counts and sums to
-        scikit-learn's convergence rule. 'hc' is mclust's model-based
+        is k-means on the whole data: the coreset's centres as seeds (one
+        pass), then Lloyd passes of counts and sums to scikit-learn's
+        convergence rule. 'hc' is mclust's model-based
         hierarchical clustering of a random sample of ``hc_sample_size``
         rows. The others have scikit-learn's meanings.
     weights_init, means_init, precisions_init : array-like, default=None

@@ -218,17 +218,39 @@ def test_with_sample_weights_the_kmeans_parallel_start_reads_each_chunk_once_per
     assert 10 <= start.n_passes_ <= 12
 
 
-def test_the_kmeans_start_reads_a_sample_then_lloyd_passes():
+def test_the_kmeans_start_reads_a_coreset_then_lloyd_passes():
     X = make_blobs(1200)
     reads = ChunkReads(X, 300)
     with dask.config.set(scheduler="threads"), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         start = GaussianMixture(3, random_state=0, cache=False, max_iter=0,
                                 init_params="kmeans").fit(reads.array)
-    # validation, the sample, at least one Lloyd pass, the final statistics; nothing by index
+    # validation, the coreset, at least one Lloyd pass, the final statistics; nothing by index
     assert 4 <= start.n_passes_ <= 3 + 300
     assert all(reads.counts[c] == start.n_passes_ for c in range(4))
     np.testing.assert_allclose(np.sort(start.means_[:, 0]), [-4, 0, 5], atol=0.3)
+
+
+def test_the_kmeans_start_seeds_its_lloyd_passes_with_the_coreset_starts_centres(monkeypatch):
+    from daskem import _initialization
+
+    seeds = {}
+
+    def recording(name, steps):
+        def record(shift, centres, *args, **kwargs):
+            seeds.setdefault(name, centres.copy())
+            return (yield from steps(shift, centres, *args, **kwargs))
+        return record
+
+    monkeypatch.setattr(_initialization, "lloyd_steps", recording("kmeans", _initialization.lloyd_steps))
+    monkeypatch.setattr(_initialization, "hard_statistics_steps",
+                        recording("coreset", _initialization.hard_statistics_steps))
+    X = da.from_array(make_blobs(20_000, seed=6), chunks=3_000)
+    for init in ("coreset", "kmeans"):
+        with dask.config.set(scheduler="threads"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            GaussianMixture(4, random_state=1, max_iter=0, init_params=init).fit(X)
+    np.testing.assert_array_equal(seeds["kmeans"], seeds["coreset"])
 
 
 def test_kmeans_parallel_draws_the_competing_sample_in_its_first_round_without_another_pass():
