@@ -37,18 +37,17 @@ KMEANS_PARALLEL_OVERSAMPLING = 2
 LLOYD_MAX_ITER = 300
 LLOYD_TOL = 1e-4
 KMEANS_PARALLEL_LLOYD = 3
-# init_params='kmeans': the rows of the sample whose in-memory k-means seeds the Lloyd
-# passes (at least this many, and this many per component)
+# rows of the samples clustered in memory (the coreset, and k-means||'s competing uniform
+# sample): at least this many, and this many per component
 KMEANS_SAMPLE_ROWS = 10_000
 KMEANS_SAMPLE_PER_COMPONENT = 100
 # ... and at most this many bytes of rows per chunk (2,016 rows at d=64, 7,710 at d=16)
 KMEANS_SAMPLE_BYTES = 2**20
-# k-means restarts on that sample (in memory: they cost milliseconds, and one bad seeding
-# would cost Lloyd passes over the whole data and a worse optimum)
+# k-means restarts on k-means||'s uniform sample (in memory: they cost milliseconds)
 SAMPLE_RESTARTS = 5
 # k-means restarts of the in-memory clustering of the k-means|| candidates
 CANDIDATE_RESTARTS = 10
-# k-means restarts on the coreset of init_params='coreset' (in memory, about 0.2 s for
+# k-means restarts on the coreset of init_params='coreset' and 'kmeans' (in memory, about 0.2 s for
 # 7,710 rows at d=16 and K=16; with 5, one seed of five stopped in a worse optimum of
 # 1,000,000 x 16 rows that EM kept)
 CORESET_RESTARTS = 20
@@ -113,7 +112,7 @@ def _nearest(rows, centres, shift=None, out=None):
     that maximum its squared distance; row blocks keep the (rows, centres)
     scores in the core's cache. With ``shift``, ``rows`` are raw and each
     block is shifted into a reused buffer: no shifted copy of the chunk. The
-    work arrays are the thread's (:func:`daskem._kernels.scratch`), and
+    work arrays are scratch arrays (:func:`daskem._kernels.scratch`), and
     ``out``, a pair of arrays (intp, float64) of ``len(rows)``, takes the
     result.
     """
@@ -160,7 +159,7 @@ def _d2_sample_func(block, ctx, row_start, sample_weight):
     n_take = ctx["n_take"]
     block = np.asarray(block)
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1)
-    # the chunk's arrays are the thread's: worker processes fault every fresh page in
+    # chunk-sized work arrays from the pass task's scratch: worker processes fault every fresh page in
     keys = scratch("d2.keys", (len(block),))
     for s in range(0, len(block), _KEY_ROWS):
         rows = block[s : s + _KEY_ROWS]
@@ -215,7 +214,7 @@ def _hard_statistics_func(block, ctx, row_start, sample_weight):
     layout = ctx["layout"]
     out = np.zeros(layout.size)
     block = np.asarray(block)
-    # the chunk's arrays are the thread's: worker processes fault every fresh page in
+    # chunk-sized work arrays from the pass task's scratch: worker processes fault every fresh page in
     z = np.subtract(block, ctx["shift"], out=scratch("hard.rows", block.shape), dtype=np.float64)
     nearest = (scratch("hard.labels", (len(z),), np.intp), scratch("hard.distances", (len(z),)))
     accumulate_hard_statistics(out, layout, z, _nearest(z, ctx["centres"], out=nearest)[0], sample_weight)
@@ -254,7 +253,7 @@ def _centre_sums_func(block, ctx, row_start, sample_weight):
     small fraction of an EM pass.
     """
     block = np.asarray(block)
-    # the chunk's arrays are the thread's: worker processes fault every fresh page in
+    # chunk-sized work arrays from the pass task's scratch: worker processes fault every fresh page in
     z = np.subtract(block, ctx["shift"], out=scratch("lloyd.rows", block.shape), dtype=np.float64)
     nearest = (scratch("lloyd.labels", (len(z),), np.intp), scratch("lloyd.distances", (len(z),)))
     w = np.ones(len(z)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
