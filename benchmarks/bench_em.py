@@ -8,9 +8,10 @@ Everything is measured in one run, on the same data, on this machine:
   precisions_init; tol=0, fixed max_iter), with daskem's achieved GFLOP/s
   and both libraries' peak memory; Spark MLlib (local[2], full covariance,
   float64) where pyspark and Java are available;
-* the headline case (full, 1M x 16, K=16) with the targets of issue 6,
-  k-means|| initialisation cost, 1,000 vs 20 chunks on the distributed
-  scheduler, N vs 10 N rows, float32 vs float64 speed and log-likelihood.
+* the headline case (full, 1M x 16, K=16) with the targets of issue 6, the
+  initialisation cost (the default coreset start, and k-means||), 1,000 vs 20
+  chunks on the distributed scheduler, N vs 10 N rows, float32 vs float64
+  speed and log-likelihood.
 
 How each library's time per iteration is taken:
 
@@ -477,24 +478,26 @@ def run_headline(args, spark, peaks):
         out["spark_fits"] = sp["fit_times"]
     else:
         out["spark_s"] = None
-    # k-means|| initialisation: max_iter=0 fits with and without it
-    log("headline: k-means|| initialisation")
+    # the default start (the coreset) and k-means||: max_iter=0 fits with and without them
+    log("headline: initialisation")
     import dask.array as da
 
     from daskem import GaussianMixture
 
     Xd = da.from_array(X64, chunks=(math.ceil(n / args.chunks), d)).persist()
-    with_init, without = [], []
+    timings = {"auto": [], "k-means||": [], "given": []}
     for rep in range(args.rounds + 1):
-        for target, params in ((with_init, {}), (without, init)):
-            gm = GaussianMixture(k, max_iter=0, init_params="k-means||", random_state=rep, **params)
+        for method, params in (("auto", {}), ("k-means||", {}), ("given", init)):
+            start = "auto" if method == "given" else method
+            gm = GaussianMixture(k, max_iter=0, init_params=start, random_state=rep, **params)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 t0 = time.perf_counter()
                 gm.fit(Xd)
-                target.append(time.perf_counter() - t0)
-    out["init_s"] = median(with_init) - median(without)
-    out["validation_s"] = median(without)
+                timings[method].append(time.perf_counter() - t0)
+    out["validation_s"] = median(timings["given"])
+    out["init_s"] = median(timings["auto"]) - out["validation_s"]
+    out["kmeans_parallel_s"] = median(timings["k-means||"]) - out["validation_s"]
     # linearity: N and 10 N rows, same input chunk size, fits alternating
     if args.linearity:
         log("headline: %d rows against %d rows" % (10 * n, n))
@@ -639,8 +642,8 @@ def targets(head, chunks, grid):
     rows.append(("float32 fitted log-likelihood, relative to float64 (%d iterations)" % head["accuracy_iter"],
                  "<= 1e-4", "%.1e" % head["ll_rel"], verdict(head["ll_rel"] <= 1e-4)))
     r = head["init_s"] / head["daskem_s"]
-    rows.append(("k-means\\|\\| initialisation / one EM iteration", "<= 3", "%.2f (%s s)" % (r, fmt(head["init_s"])),
-                 verdict(r <= 3)))
+    rows.append(("default initialisation (the coreset) / one EM iteration", "<= 3",
+                 "%.2f (%s s)" % (r, fmt(head["init_s"])), verdict(r <= 3)))
     for c in chunks or []:
         r = c["many_s"] / c["few_s"]
         rows.append(("%d chunks / %d chunks per iteration (distributed, %s rows, %s rows per chunk)"
@@ -692,8 +695,8 @@ def report(args, info, peaks, head, chunks, grid, spark_note):
         out.append("")
         out.append("- float32 vs float64 after %d iterations from the same start: mean log-likelihood %.10g vs %.10g (relative difference %.1e)"
                    % (head["accuracy_iter"], head["ll32"], head["ll64"], head["ll_rel"]))
-        out.append("- k-means|| initialisation: %s s = fit(max_iter=0, init_params='k-means||') minus fit(max_iter=0) with all initial parameters given (%s s: validation pass and persist)"
-                   % (fmt(head["init_s"]), fmt(head["validation_s"])))
+        out.append("- initialisation: the default (the coreset) %s s, k-means|| %s s; each fit(max_iter=0) minus fit(max_iter=0) with all initial parameters given (%s s: validation pass and persist)"
+                   % (fmt(head["init_s"]), fmt(head.get("kmeans_parallel_s")), fmt(head["validation_s"])))
         if head.get("spark_fits"):
             out.append("- Spark fit times by maxIter (start-up, caching and initialisation included): %s"
                        % ", ".join("%d: %.1f s" % (m, t) for m, t in sorted(head["spark_fits"].items())))
