@@ -437,9 +437,10 @@ def _sample_kmeans(rows, n_components, rng, weights=None, restarts=SAMPLE_RESTAR
 
 
 def _sample_size(n_samples, n_features, n_components):
-    """Rows of a uniform sample drawn in a pass: every chunk sends its best n rows as one
-    vector, so n is bounded by ``KMEANS_SAMPLE_BYTES`` (by d alone: the sample does not depend
-    on the chunking; merges take a few such vectors at a time, see ``_passes.MERGE_BYTES``)."""
+    """Rows of a sample drawn in one pass (the coreset, or k-means||'s uniform sample): every
+    chunk sends its best n rows as one vector, so n is bounded by ``KMEANS_SAMPLE_BYTES`` (by d
+    alone: the sample does not depend on the chunking; merges take a few such vectors at a
+    time, see ``_passes.MERGE_BYTES``)."""
     size = max(KMEANS_SAMPLE_ROWS, KMEANS_SAMPLE_PER_COMPONENT * n_components)
     return min(n_samples, size, max(20 * n_components, KMEANS_SAMPLE_BYTES // (8 * (n_features + 1))))
 
