@@ -122,12 +122,13 @@ def _nearest(rows, centres, shift=None, out=None):
     labels, d2 = (np.empty(n, dtype=np.intp), np.empty(n)) if out is None else out
     step = max(256, _SCORE_BYTES // (8 * max(m, d, 1)))
     width = min(n, step)
-    scores = scratch("nearest.scores", (width, m))
-    # contiguous centres^T: OpenBLAS runs z @ C^T twice as fast with it (d=16, K=16); the flat
-    # positions of each row's first score pick the best ones (take_along_axis: 2.5x slower)
-    centres_t = np.ascontiguousarray(centres.T)
-    row_offsets = np.arange(0, width * m, m)
-    picked = scratch("nearest.picked", (width,), np.intp)
+    if m > 1:
+        scores = scratch("nearest.scores", (width, m))
+        # contiguous centres^T: OpenBLAS runs z @ C^T twice as fast with it (d=16, K=16); the
+        # flat positions of each row's best score pick them (take_along_axis: 2.5x slower)
+        centres_t = np.ascontiguousarray(centres.T)
+        row_offsets = np.arange(0, width * m, m)
+        picked = scratch("nearest.picked", (width,), np.intp)
     # one centre: the distance itself, no search (and no cancellation)
     shifted = scratch("nearest.rows", (width, d)) if shift is not None or m == 1 else None
     for s in range(0, n, step):
@@ -209,14 +210,20 @@ def d2_sample_steps(shift, centres, n_take, seed):
     return _d2_rows((yield _d2_request(shift, centres, n_take, seed)))
 
 
+def _shifted_chunk(block, shift, name):
+    """The chunk's shifted rows (float64) and (labels, distances) arrays for
+    :func:`_nearest`, all from the pass task's scratch arrays named after
+    ``name``: worker processes fault every page of a fresh large array in."""
+    block = np.asarray(block)
+    z = np.subtract(block, shift, out=scratch(name + ".rows", block.shape), dtype=np.float64)
+    return z, (scratch(name + ".labels", (len(z),), np.intp), scratch(name + ".distances", (len(z),)))
+
+
 def _hard_statistics_func(block, ctx, row_start, sample_weight):
     """Statistics of a chunk with every row assigned to its nearest centre."""
     layout = ctx["layout"]
     out = np.zeros(layout.size)
-    block = np.asarray(block)
-    # chunk-sized work arrays from the pass task's scratch: worker processes fault every fresh page in
-    z = np.subtract(block, ctx["shift"], out=scratch("hard.rows", block.shape), dtype=np.float64)
-    nearest = (scratch("hard.labels", (len(z),), np.intp), scratch("hard.distances", (len(z),)))
+    z, nearest = _shifted_chunk(block, ctx["shift"], "hard")
     accumulate_hard_statistics(out, layout, z, _nearest(z, ctx["centres"], out=nearest)[0], sample_weight)
     out[layout.offsets[4]] = len(z) if sample_weight is None else sample_weight.sum()
     return out
@@ -252,10 +259,7 @@ def _centre_sums_func(block, ctx, row_start, sample_weight):
     Counts and sums only: a Lloyd pass needs no second moments, so it costs a
     small fraction of an EM pass.
     """
-    block = np.asarray(block)
-    # chunk-sized work arrays from the pass task's scratch: worker processes fault every fresh page in
-    z = np.subtract(block, ctx["shift"], out=scratch("lloyd.rows", block.shape), dtype=np.float64)
-    nearest = (scratch("lloyd.labels", (len(z),), np.intp), scratch("lloyd.distances", (len(z),)))
+    z, nearest = _shifted_chunk(block, ctx["shift"], "lloyd")
     w = np.ones(len(z)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     parts = []
     for centres in ctx["centre_sets"]:
