@@ -3,9 +3,9 @@
 For ``init_params`` in ``--inits`` (default: the coreset start and k-means||), whole
 default fits (tol=1e-4, threaded scheduler, 20 row chunks), one per seed:
 
-* on the overlapping clusters of bench_solution.py (``--cases``; full covariance): the
-  final mean log-likelihood of each fit, and how many fits end within 1e-3 of the best
-  one any fit reached;
+* on the overlapping clusters of bench_solution.py (``--cases``; ``--covariance-types``,
+  full by default): the final mean log-likelihood of each fit, and how many fits end within
+  1e-3 of the best one any fit reached;
 * on 15 overlapping clusters plus one small cluster far away (``--far``: rows of the small
   cluster, its centre 40 from the origin; 1,000,000 x 16, K=16): how many fits put a mean
   within 1.0 of the small cluster's centre.
@@ -14,6 +14,7 @@ Usage::
 
     python benchmarks/bench_init.py                             # about 15 minutes
     python benchmarks/bench_init.py --cases slow --far 500 --seeds 0,1
+    python benchmarks/bench_init.py --inits kmeans --covariance-types full,diag --far "" --seeds 0,1,2
 """
 
 import argparse
@@ -59,6 +60,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--inits", default="coreset,k-means||")
     p.add_argument("--cases", default="slow,big")
+    p.add_argument("--covariance-types", default="full")
     p.add_argument("--far", default="500,100", help="rows of the small far cluster, per data set")
     p.add_argument("--seeds", default="0,1,2,3,4")
     args = p.parse_args(argv)
@@ -67,11 +69,13 @@ def main(argv=None):
     for case in filter(None, args.cases.split(",")):
         n, d, k = CASES[case]
         X = overlapping_data(n, d, k, np.float64)
-        scores = {init: [fit(X, k, init, seed).score(X) for seed in seeds] for init in inits}
-        best = max(max(s) for s in scores.values())
-        cells = [f"{sum(s >= best - BEST_WITHIN for s in scores[i])} of {len(seeds)} "
-                 f"(median {np.median(scores[i]):.6f})" for i in inits]
-        lines.append(row(f"{n:,} x {d}, K={k}, full: at the best optimum ({best:.6f})", cells))
+        for cov in args.covariance_types.split(","):
+            scores = {init: [fit(X, k, init, seed, cov).score(X) for seed in seeds] for init in inits}
+            best = max(max(s) for s in scores.values())
+            cells = [f"{sum(s >= best - BEST_WITHIN for s in scores[i])} of {len(seeds)} "
+                     f"(median {np.median(scores[i]):.6f}; {', '.join(f'{v:.6f}' for v in scores[i])})"
+                     for i in inits]
+            lines.append(row(f"{n:,} x {d}, K={k}, {cov}: at the best optimum ({best:.6f})", cells))
     for n_small in filter(None, args.far.split(",")):
         X, far = far_cluster_data(int(n_small))
         cells = []
