@@ -225,8 +225,10 @@ def test_the_kmeans_start_reads_a_coreset_then_lloyd_passes():
         warnings.simplefilter("ignore", ConvergenceWarning)
         start = GaussianMixture(3, random_state=0, cache=False, max_iter=0,
                                 init_params="kmeans").fit(reads.array)
-    # validation, the coreset, at least one Lloyd pass, the final statistics; nothing by index
-    assert 4 <= start.n_passes_ <= 3 + 300
+    # validation, the coreset, one Lloyd pass, the final statistics; nothing by index (the
+    # coreset of 1,200 rows is every row, so its k-means has converged and the first Lloyd
+    # pass moves the centres by less than the tolerance)
+    assert start.n_passes_ == 4
     assert all(reads.counts[c] == start.n_passes_ for c in range(4))
     np.testing.assert_allclose(np.sort(start.means_[:, 0]), [-4, 0, 5], atol=0.3)
 
@@ -364,6 +366,34 @@ def test_the_first_lloyd_pass_keeps_its_own_centres_when_the_challenger_is_worse
         (kept,) = drive(da.from_array(X, chunks=150),
                         [lloyd_steps(np.zeros(2), centres, max_iter=1, challenger=poor)])
     np.testing.assert_allclose(kept, [X[:200].mean(0), X[200:400].mean(0), X[400:].mean(0)])
+
+
+def _in_memory_lloyd(X, centres, tol):
+    """Lloyd iterations with scikit-learn's stopping rule, from the formulas: (centres, iterations)."""
+    threshold = tol * X.var(axis=0).mean()
+    for iteration in range(1, 301):
+        labels = ((X[:, None, :] - centres[None]) ** 2).sum(axis=2).argmin(axis=1)
+        new = np.array([X[labels == j].mean(axis=0) if np.any(labels == j) else centres[j]
+                        for j in range(len(centres))])
+        moved, centres = ((new - centres) ** 2).sum(), new
+        if moved <= threshold:
+            return centres, iteration
+    return centres, 300
+
+
+def test_lloyd_passes_stop_on_scikit_learns_rule_at_the_in_memory_iterations_centres():
+    rng = np.random.RandomState(3)
+    X = np.vstack([c + rng.randn(300, 2) for c in ([-2.0, 0.0], [0.0, 1.5], [2.0, 0.0])])
+    start = np.array([[-3.0, -1.0], [-2.5, 0.5], [3.0, 1.0]])
+    expected, iterations = _in_memory_lloyd(X, start, tol=1e-4)
+    assert iterations > 3  # the start is poor: the rule, not the first pass, ends the iterations
+    shift = X.mean(axis=0)
+    tally = PassTally(len(X))
+    with dask.config.set(scheduler="threads"):
+        (centres,) = drive(da.from_array(X, chunks=250), [lloyd_steps(shift, start - shift, tol=1e-4)],
+                           tally=tally)
+    assert tally.passes == iterations
+    np.testing.assert_allclose(centres + shift, expected, rtol=1e-10, atol=1e-12)
 
 
 def test_select_model_reports_the_passes_of_the_whole_grid():
