@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -169,11 +170,13 @@ def no_workers_watch(timeout: float | None = None, collections: list | None = No
 
     A no-op without a distributed client (local schedulers), with no
     timeout, and inside another watch of this thread (the outer one's
-    timeout applies). Otherwise a thread asks the scheduler for its workers
-    every few seconds; once it has seen none for ``timeout`` seconds (a
-    cluster that never had a worker counts from the start of the block), it
-    cancels the futures created since the block began, which ends the
-    computation waiting on them, and the block raises
+    timeout applies). Otherwise one thread shared by every watch of the
+    process asks the scheduler for its workers every few seconds, the first
+    time a few seconds after the block begins (a block that ends sooner asks
+    nothing); once it has seen none for ``timeout`` seconds (none at the
+    first look counts from the start of the block), it cancels the futures
+    created since the block began, which ends the computation waiting on
+    them, and the block raises
     :class:`NoWorkersError`. Workers that come back before the timeout
     reset the clock: the computation goes on. (Futures that other threads
     create on the same client meanwhile are cancelled too: with no worker
@@ -218,28 +221,35 @@ def no_workers_watch(timeout: float | None = None, collections: list | None = No
 
 
 class _Watchdog:
-    """The thread behind :func:`no_workers_watch`."""
+    """One block's watch of :func:`no_workers_watch`, polled by the shared :class:`_WatchThread`."""
 
     def __init__(self, client: Any, timeout: float):
         self.client, self.timeout = client, timeout
         self.interval = min(POLL_SECONDS, max(timeout / 4, 0.05))
         self.before = set(client.futures)
+        self.started = time.monotonic()
+        # the first look only after one interval: a block that ends sooner (most passes
+        # of a fit) costs the scheduler no request and the pass no wait for its answer
+        self.next_poll = self.started + self.interval
         self.fired: float | None = None  # seconds without workers when it fired
         self.reached = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="daskem-no-workers-watch", daemon=True)
+        self._since: float | None = None  # when the watch last saw workers go missing
+        self._first = True
+        self._stopped = False
+        self._lock = threading.Lock()  # a cancellation and the end of the block exclude each other
         try:
             self.scheduler = client.scheduler.address
         except Exception:  # noqa: BLE001 - only for the message
             self.scheduler = "(unknown address)"
 
     def start(self) -> None:
-        self._thread.start()
+        _watch_thread().add(self)
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join()
+        """End the watch: once this returns, it cancels nothing more."""
+        with self._lock:
+            self._stopped = True
+        _watch_thread().remove(self)
 
     def error(self) -> NoWorkersError:
         return NoWorkersError(self.scheduler, self.fired, self.timeout, self.reached)
@@ -253,24 +263,28 @@ class _Watchdog:
         self.reached = True
         return n
 
-    def _run(self) -> None:
-        since = None
-        while True:
-            n = self._workers()
-            now = time.monotonic()
-            if n:
-                since = None
-            else:
-                since = now if since is None else since
-                if now - since >= self.timeout:
-                    if self.fired is None:
-                        self.fired = now - since
-                        logger.info("no workers for %.0f s at %s: stopping the computation",
-                                    self.fired, self.scheduler)
-                    # futures of this computation, including any made after firing
-                    self._cancel_new()
-            if self._stop.wait(self.interval):
+    def poll(self) -> None:
+        """Ask the scheduler for its workers; cancel the block's futures once past the timeout."""
+        n = self._workers()
+        now = time.monotonic()
+        self.next_poll = now + self.interval
+        if n:
+            self._since = None
+        elif self._since is None:
+            # none at the first look counts from the start of the block
+            self._since = self.started if self._first else now
+        self._first = False
+        if self._since is None or now - self._since < self.timeout:
+            return
+        with self._lock:
+            if self._stopped:
                 return
+            if self.fired is None:
+                self.fired = now - self._since
+                logger.info("no workers for %.0f s at %s: stopping the computation",
+                            self.fired, self.scheduler)
+            # futures of this computation, including any made after firing
+            self._cancel_new()
 
     def _cancel_new(self) -> None:
         from distributed import Future
@@ -284,3 +298,63 @@ class _Watchdog:
                                msg=f"no worker for longer than {self.timeout:g} s")
         except Exception:  # noqa: BLE001 - the client may be closing; the block raises anyway
             pass
+
+
+class _WatchThread:
+    """One thread that polls every open watch of the process when it is due.
+
+    Starting a thread per watch cost a pass 4-6 ms on 2 worker processes (the
+    new thread waits for the GIL while the client's event loop holds it);
+    adding a watch to a running thread costs a notification.
+    """
+
+    def __init__(self) -> None:
+        self._watches: set[_Watchdog] = set()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def add(self, watch: _Watchdog) -> None:
+        with self._changed:
+            self._watches.add(watch)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="daskem-no-workers-watch",
+                                                daemon=True)
+                self._thread.start()
+            self._changed.notify()
+
+    def remove(self, watch: _Watchdog) -> None:
+        with self._changed:
+            self._watches.discard(watch)
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                now = time.monotonic()
+                due = [w for w in self._watches if w.next_poll <= now]
+                if not due:
+                    wait = min((w.next_poll for w in self._watches), default=now + 3600.0) - now
+                    self._changed.wait(wait)
+                    continue
+            # outside the lock: a poll waits up to a second for the scheduler
+            for watch in due:
+                try:
+                    watch.poll()
+                except Exception:  # noqa: BLE001 - one watch's failure must not end the others'
+                    logger.debug("the no-workers watch of %s failed", watch.scheduler, exc_info=True)
+                    watch.next_poll = time.monotonic() + watch.interval
+
+
+_watcher = _WatchThread()
+
+
+def _watch_thread() -> _WatchThread:
+    return _watcher
+
+
+def _new_watch_thread() -> None:
+    global _watcher
+    _watcher = _WatchThread()
+
+
+# a forked child has no watch thread, and its locks may have been held at the fork
+os.register_at_fork(after_in_child=_new_watch_thread)

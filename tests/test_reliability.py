@@ -317,6 +317,27 @@ def test_the_watchdog_in_process():
             assert np.isclose(X.sum().compute(), make_blobs(3000).sum())
 
 
+def test_watches_of_many_blocks_and_threads_share_one_watchdog_thread():
+    """Starting a thread per watch cost every pass on worker processes 4-6 ms."""
+    X = da.from_array(make_blobs(3000), chunks=500)
+    seen = []  # the watchdog threads alive inside each block (kept, so identities stay unique)
+
+    def watched_sums():
+        for _ in range(10):
+            with no_workers_watch(60.0):
+                X.sum().compute()
+                seen.extend(t for t in threading.enumerate() if t.name == "daskem-no-workers-watch")
+
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster):
+        runners = [threading.Thread(target=watched_sums) for _ in range(3)]
+        for runner in runners:
+            runner.start()
+        for runner in runners:
+            runner.join()
+    assert len(seen) >= 30 and len({id(t) for t in seen}) == 1
+
+
 # ---------------------------------------------------------------------------
 # A fit with read()'s defaults on 2 x 256 MiB workers, data 4x their memory
 # ---------------------------------------------------------------------------
