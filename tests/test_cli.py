@@ -268,6 +268,71 @@ def test_parquet_fit_from_config_file_with_overriding_flags(data, tmp_path):
     np.testing.assert_allclose(proba.to_numpy(), gm.predict_proba(X), rtol=1e-12, atol=1e-300)
 
 
+def _cli(capsys, *args):
+    """Run a command in this process: (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as info:
+        main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return info.value.code, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def parquet_with_holes(tmp_path_factory):
+    """Blobs with 10% of the values missing, as Parquet with columns a, b, c; the same rows
+    with the columns in another order and an extra one; and a file that lacks column b."""
+    d = tmp_path_factory.mktemp("named")
+    X = make_blobs(1500, seed=4)
+    X[np.random.default_rng(4).random(X.shape) < 0.1] = np.nan
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    df.to_parquet(d / "train.parquet")
+    df[["c", "a", "b"]].assign(id=np.arange(len(df), dtype=float)).to_parquet(d / "shuffled.parquet")
+    df[["a", "c"]].assign(e=0.0).to_parquet(d / "lacking.parquet")
+    return d, X
+
+
+def test_a_fit_on_parquet_records_its_columns_and_later_commands_read_them_by_name(
+        parquet_with_holes, scheduler, tmp_path, capsys):
+    d, X = parquet_with_holes
+    model = tmp_path / "m.npz"
+    code, _, err = _cli(capsys, "fit", d / "train.parquet", "-k", 3, "--missing", "marginalize",
+                        "--random-state", 0, "--out", model, "--scheduler", scheduler[0], "--quiet")
+    assert code == 0, err
+    gm = load(model)
+    assert list(gm.feature_names_in_) == ["a", "b", "c"]
+
+    scores = []
+    for source in ("train.parquet", "shuffled.parquet"):
+        code, out, err = _cli(capsys, "score", model, d / source, "--json",
+                              "--scheduler", scheduler[0], "--quiet")
+        assert code == 0, err
+        scores.append(json.loads(out)["mean_log_likelihood"])
+    named = pd.DataFrame(X, columns=["a", "b", "c"])
+    assert scores[0] == scores[1] == pytest.approx(gm.score(named), rel=1e-12)
+
+    out = tmp_path / "imputed.parquet"
+    code, _, err = _cli(capsys, "impute", model, d / "shuffled.parquet", "--out", out,
+                        "--scheduler", scheduler[0], "--quiet")
+    assert code == 0, err
+    imputed = pd.read_parquet(out)
+    assert list(imputed.columns) == ["a", "b", "c"]
+    np.testing.assert_allclose(imputed.to_numpy(), np.asarray(gm.impute(named)), rtol=1e-12)
+
+
+def test_a_parquet_source_lacking_a_models_column_is_refused_by_name(parquet_with_holes, scheduler,
+                                                                      tmp_path, capsys):
+    d, _ = parquet_with_holes
+    model = tmp_path / "m.npz"
+    code, _, err = _cli(capsys, "fit", d / "train.parquet", "-k", 2, "--missing", "marginalize",
+                        "--max-iter", 3, "--out", model, "--scheduler", scheduler[0], "--quiet")
+    assert code == 0, err
+    out = tmp_path / "labels.parquet"
+    code, _, err = _cli(capsys, "predict", model, d / "lacking.parquet", "--out", out,
+                        "--scheduler", scheduler[0], "--quiet")
+    assert code == 2
+    assert "has no column(s) b" in err and "fitted on columns a, b, c" in err and "--columns" in err
+    assert sorted(os.listdir(tmp_path)) == ["m.npz"]
+
+
 def test_resume_after_sigkill_is_bit_for_bit(data, tmp_path, monkeypatch, capsys):
     fit = ["fit", data / "blobs.zarr", "-k", 3, "--n-init", 2, "--max-iter", 20, "--tol", 0,
            "--init-params", "random", "--random-state", 1, "--chunks", 500, "--quiet", *CLUSTER]

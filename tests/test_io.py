@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import zarr
 
-from daskem.io import cache_decision, read, write_output, write_parquet, write_zarr
+from daskem.io import cache_decision, column_names, read, write_output, write_parquet, write_zarr
 
 # ---------------------------------------------------------------- fixtures
 
@@ -691,3 +691,21 @@ def test_write_output_unknown_extension_lists_accepted(tmp_path, data):
 def test_write_output_explicit_format_overrides_extension(tmp_path, data):
     write_output(da.from_array(data, chunks=50), tmp_path / "results", format="parquet")
     assert sorted(os.listdir(tmp_path / "results")) == ["part.00000.parquet", "part.00001.parquet"]
+
+
+def test_column_names_are_a_parquet_sources_columns_without_its_index_and_none_for_arrays(tmp_path):
+    df = pd.DataFrame({"b": [1.0, 2.0], "a": [3.0, 4.0]}, index=pd.Index([7, 8], name="key"))
+    df.to_parquet(tmp_path / "t.parquet")
+    folder = tmp_path / "parts.parquet"
+    folder.mkdir()
+    df.iloc[:1].to_parquet(folder / "part.0.parquet")
+    df.iloc[1:].to_parquet(folder / "part.1.parquet")
+    np.save(tmp_path / "x.npy", np.ones((2, 2)))
+    da.ones((2, 2)).to_zarr(str(tmp_path / "x.zarr"))
+    assert column_names(tmp_path / "t.parquet") == ["b", "a"]
+    assert column_names(str(folder)) == ["b", "a"]
+    assert read(str(tmp_path / "t.parquet")).shape == (2, 2)  # the same columns as read() reads
+    assert column_names(tmp_path / "x.npy") is None
+    assert column_names(str(tmp_path / "x.zarr")) is None
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        column_names(tmp_path / "nothing.parquet")

@@ -180,6 +180,37 @@ def fit_chunking(X: Any, cache: Any, chunks: Optional[int], chunk_bytes: Optiona
                       "rows": runs}
 
 
+def feature_columns(data: str, columns: Optional[list[str]]) -> Optional[list[str]]:
+    """The names of the feature columns a fit reads from DATA: --columns, or a Parquet
+    source's columns (None for Zarr and .npy, whose features have no names)."""
+    if columns is not None:
+        return columns
+    from ..io import column_names
+
+    with bad_input(ValueError, FileNotFoundError, OSError):
+        return column_names(data)
+
+
+def model_columns(est: Any, data: str, columns: Optional[list[str]], model_path: str) -> Optional[list[str]]:
+    """The columns to read from DATA for a fitted model: --columns when given; for a
+    Parquet source, the columns the model was fitted on, by name (so that the file's
+    column order does not matter); otherwise all of them (None)."""
+    names = getattr(est, "feature_names_in_", None)
+    if columns is not None or names is None:
+        return columns
+    available = feature_columns(data, None)
+    if available is None:
+        return None
+    names = [str(n) for n in names]
+    missing = [n for n in names if n not in available]
+    if missing:
+        raise BadInput(
+            f"{data} has no column(s) {', '.join(missing)}: the model {model_path} was fitted on "
+            f"columns {', '.join(names)} (pass --columns to read others, in the model's feature order)"
+        )
+    return names
+
+
 def check_features(est: Any, X: Any, model_path: str) -> None:
     if X.shape[1] != est.n_features_in_:
         hint = ""

@@ -13,6 +13,7 @@ from ._data import (
     _check_new_output,
     check_features,
     load_model_file,
+    model_columns,
     read_data,
     removing_new_temporaries,
 )
@@ -101,7 +102,8 @@ def _write_per_row(reporter, what, model, data, out, overwrite, columns, chunks,
         raise BadInput(f"cannot tell the output format of {out!r}: use a .zarr, .parquet or .pq path")
     _check_new_output(out, overwrite)
     est = load_model_file(model)
-    X = read_data(data, parse_columns(columns), chunks)
+    columns = model_columns(est, data, parse_columns(columns), model)
+    X = read_data(data, columns, chunks)
     check_features(est, X, model)
     reporter.event("start", f"writing {what} of {X.shape[0]} rows of {data} to {out}",
                    model=model, data=data, out=out, output=what, shape=list(X.shape))
@@ -112,7 +114,7 @@ def _write_per_row(reporter, what, model, data, out, overwrite, columns, chunks,
     with removing_new_temporaries(out), _warnings_to(reporter), dask_client(cluster, reporter):
         from ..io import write_output
 
-        X = read_data(data, parse_columns(columns), chunks)  # chunked for the cluster's workers
+        X = read_data(data, columns, chunks)  # chunked for the cluster's workers
         with bad_input(ValueError):
             values = result(est, X)
         with bad_input(ValueError, FileExistsError):
@@ -193,12 +195,13 @@ def score(
                              no_workers_timeout=no_workers_timeout)
     cluster.check()
     est = load_model_file(model)
-    X = read_data(data, parse_columns(columns), chunks)
+    columns = model_columns(est, data, parse_columns(columns), model)
+    X = read_data(data, columns, chunks)
     check_features(est, X, model)
     from .._predict import criteria
 
     with _warnings_to(reporter), dask_client(cluster, reporter):
-        X = read_data(data, parse_columns(columns), chunks)  # chunked for the cluster's workers
+        X = read_data(data, columns, chunks)  # chunked for the cluster's workers
         with bad_input(ValueError):
             scores = criteria(est, X)
     n = int(scores["n_samples"])
@@ -365,10 +368,11 @@ def plot(
                                  memory_limit, processes, dashboard,
                                  no_workers_timeout=no_workers_timeout)
         cluster.check()
-        X = read_data(data, parse_columns(columns), chunks)
+        columns = model_columns(est, data, parse_columns(columns), model)
+        X = read_data(data, columns, chunks)
         check_features(est, X, model)
         with _warnings_to(reporter), dask_client(cluster, reporter):
-            X = read_data(data, parse_columns(columns), chunks)  # chunked for the cluster's workers
+            X = read_data(data, columns, chunks)  # chunked for the cluster's workers
             with bad_input(ValueError):
                 points = plotting.sample_rows(X, sample, random_state)
     with bad_input(ValueError):

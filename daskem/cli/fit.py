@@ -16,6 +16,7 @@ from ._data import (
     _normalise_source,
     _remove_checkpoint,
     data_fingerprint,
+    feature_columns,
     fit_chunking,
     format_bytes,
     read_weighted_data,
@@ -335,8 +336,9 @@ def _run_fit(reporter: Reporter, data: str, out: str, params: dict[str, Any],
             n_iter=est.n_iter_, n_passes=est.n_passes_, lower_bound=_json_number(est.lower_bound_),
         )
 
-    if columns is not None:
-        est.feature_names_in_ = np.asarray(columns, dtype=object)
+    names = feature_columns(data, columns)
+    if names is not None:
+        est.feature_names_in_ = np.asarray(names, dtype=object)
     _check_new_output(out, overwrite, "model")
     est.save(out, data=fingerprint, fit={**params, "cache": cache, "chunks": chunks},
              command="daskem fit")
@@ -448,8 +450,9 @@ def select(
         table, best = select_model(X, ks, types, criterion=criterion, sample_weight=sample_weight,
                                    random_state=random_state, **options)
     seconds = time.perf_counter() - started
-    if columns is not None:
-        best.feature_names_in_ = np.asarray(columns, dtype=object)
+    names = feature_columns(data, columns)
+    if names is not None:
+        best.feature_names_in_ = np.asarray(names, dtype=object)
     best.save(out, data=fingerprint, command="daskem select",
               fit={**best.get_params(), "criterion": criterion, "random_state": random_state})
     if plot:

@@ -31,6 +31,7 @@ from ._cache import chunks_for_persisting as chunks_for_persisting
 from ._parquet import write_parquet
 from ._paths import local_path as local_path
 from ._paths import split_array_path as split_array_path
+from ._read import column_names as column_names
 from ._read import read
 from ._sizing import ChunkSizeWarning
 from ._sizing import auto_chunk_bytes as auto_chunk_bytes

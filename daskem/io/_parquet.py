@@ -82,6 +82,20 @@ class _ParquetRows:
         return out[base : base + (stop - start)][::step, cols]
 
 
+def default_columns(schema: Any) -> list[str]:
+    """The columns read by default from a Parquet schema (pyarrow): all but pandas' index."""
+    index_cols = (schema.pandas_metadata or {}).get("index_columns", [])
+    return [n for n in schema.names if n not in index_cols and not n.startswith("__index_level_")]
+
+
+def parquet_columns(fs: AbstractFileSystem, files: list[str]) -> list[str]:
+    """The columns :func:`read_parquet` reads by default, from the first file's footer."""
+    import pyarrow.parquet as pq
+
+    with fs.open(files[0], "rb") as fh:
+        return default_columns(pq.read_metadata(fh).schema.to_arrow_schema())
+
+
 def read_parquet(
     fs: AbstractFileSystem,
     files: list[str],
@@ -101,13 +115,7 @@ def read_parquet(
             metas.append(pq.read_metadata(fh))
     schema = metas[0].schema.to_arrow_schema()
     what = f"Parquet source {location!r}"
-    if columns is None:
-        index_cols = (schema.pandas_metadata or {}).get("index_columns", [])
-        columns = [
-            n for n in schema.names if n not in index_cols and not n.startswith("__index_level_")
-        ]
-    else:
-        columns = list(columns)
+    columns = default_columns(schema) if columns is None else list(columns)
     for f, md in zip(files, metas, strict=True):
         names = md.schema.to_arrow_schema().names
         missing = [c for c in columns if c not in names]

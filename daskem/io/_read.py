@@ -20,7 +20,7 @@ from fsspec.core import url_to_fs
 
 from ._checks import check_shape, float_dtype, no_columns, non_numeric_error, rows_per_chunk
 from ._npy import read_npy
-from ._parquet import PARQUET_SUFFIXES, parquet_files, read_parquet
+from ._parquet import PARQUET_SUFFIXES, parquet_columns, parquet_files, read_parquet
 from ._paths import split_array_path
 from ._sizing import WorkerMemory, auto_chunk_bytes, log_chunking, warn_if_too_large, worker_memory
 from ._zarr import is_zarr, read_zarr
@@ -197,14 +197,25 @@ def _read_path(
     chunk_bytes: float,
 ) -> da.Array:
     """Open a path or URL, telling the format by Zarr metadata or magic bytes."""
+    kind, fs, where, location, component = _locate(source, component, storage_options)
+    if kind == "zarr":
+        no_columns(columns, "a Zarr array")
+        return read_zarr(fs, where, location, component, chunks, storage_options, chunk_bytes)
+    if kind == "parquet":
+        return read_parquet(fs, where, location, columns, chunks, chunk_bytes)
+    no_columns(columns, "a .npy file")
+    return read_npy(fs, where, location, chunks, chunk_bytes)
+
+
+def _locate(source: str, component: str | None, storage_options: dict[str, Any] | None
+            ) -> tuple[str, Any, Any, str, str | None]:
+    """(format, filesystem, path or Parquet files, location, Zarr component) of a path or URL."""
     location, component = split_array_path(source, component)
     fs, path = url_to_fs(location, **(storage_options or {}))
     if not fs.exists(path):
         raise FileNotFoundError(f"no such file or directory: {location!r}")
-
     if component is not None or is_zarr(fs, path):
-        no_columns(columns, "a Zarr array")
-        return read_zarr(fs, path, location, component, chunks, storage_options, chunk_bytes)
+        return "zarr", fs, path, location, component
     if fs.isdir(path):
         files = parquet_files(fs, path)
         if not files:
@@ -212,16 +223,40 @@ def _read_path(
                 f"cannot tell the format of directory {location!r}: it holds neither Zarr metadata "
                 f"nor Parquet files ({', '.join(PARQUET_SUFFIXES)})"
             )
-        return read_parquet(fs, files, location, columns, chunks, chunk_bytes)
-
+        return "parquet", fs, files, location, None
     with fs.open(path, "rb") as f:
         magic = f.read(6)
     if magic[:4] == b"PAR1":
-        return read_parquet(fs, [path], location, columns, chunks, chunk_bytes)
+        return "parquet", fs, [path], location, None
     if magic == b"\x93NUMPY":
-        no_columns(columns, "a .npy file")
-        return read_npy(fs, path, location, chunks, chunk_bytes)
+        return "npy", fs, path, location, None
     raise ValueError(f"cannot tell the format of file {location!r}: expected Parquet, .npy or Zarr")
+
+
+def column_names(source: str | os.PathLike[str], storage_options: dict[str, Any] | None = None
+                 ) -> list[str] | None:
+    """The names of the columns that :func:`read` reads from ``source`` by default.
+
+    Parameters
+    ----------
+    source : str or os.PathLike
+        A path or URL, as for :func:`read`.
+    storage_options : dict, optional
+        Passed to fsspec for URLs.
+
+    Returns
+    -------
+    list of str or None
+        A Parquet source's columns (all but a pandas index), in order; None
+        for Zarr arrays and .npy files, whose features have no names.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        As :func:`read`, for a missing path or an unknown format.
+    """
+    kind, fs, where, _, _ = _locate(os.fspath(source), None, storage_options)
+    return parquet_columns(fs, where) if kind == "parquet" else None
 
 
 # ---- arrays in memory or in Dask ---------------------------------------------
