@@ -78,6 +78,17 @@ def _ellipse(ax, mean, cov, color, n_sigma=2.0):
 _SHOWN_WEIGHT = 1e-3
 
 
+def _named(est, rows):
+    """The sampled rows under the model's feature names, if it has them: they are in its
+    feature order, and scikit-learn warns about rows without names."""
+    names = getattr(est, "feature_names_in_", None)
+    if names is None:
+        return rows
+    import pandas as pd
+
+    return pd.DataFrame(rows, columns=names)
+
+
 def plot_model(est, sample=None, features=None, pca=False, title=None, n_sigma=2.0, true_means=None):
     """A figure: the fit's lower bound per iteration, and the components over the data.
 
@@ -133,7 +144,7 @@ def plot_model(est, sample=None, features=None, pca=False, title=None, n_sigma=2
     covs = component_covariances(est)
     means2 = est.means_ @ W
     if sample is not None and len(sample):
-        labels_k = est.predict(sample)
+        labels_k = est.predict(_named(est, sample))
         pts = sample @ W
         ax_data.scatter(pts[:, 0], pts[:, 1], s=3, alpha=0.35, c=[colors[k] for k in labels_k],
                         linewidths=0, rasterized=True)

@@ -226,6 +226,24 @@ def test_plotting_every_covariance_type(covariance_type, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["f.png", "g.png"]
 
 
+def test_plotting_a_model_with_feature_names_colours_the_rows_without_a_warning(recwarn):
+    from daskem import plotting
+
+    X = make_blobs(300, seed=3)
+    gm = GaussianMixture(3, random_state=0).fit(pd.DataFrame(X, columns=["a", "b", "c"]))
+    fig = plotting.plot_model(gm, X, features=(0, 1))
+    (scatter,) = [c for ax in fig.axes for c in ax.collections if len(c.get_offsets()) == len(X)]
+    expected = [matplotlib_color(f"C{k}") for k in gm.predict(pd.DataFrame(X, columns=["a", "b", "c"]))]
+    np.testing.assert_allclose(scatter.get_facecolors()[:, :3], np.array(expected)[:, :3])
+    assert not [w for w in recwarn if "feature names" in str(w.message)]
+
+
+def matplotlib_color(name):
+    import matplotlib.colors
+
+    return matplotlib.colors.to_rgba(name)
+
+
 def _proba_from_full(gm, covs, X):
     from scipy.stats import multivariate_normal
 
