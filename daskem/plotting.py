@@ -6,6 +6,8 @@ no GUI backend, no global state), so this works on headless machines.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ._cluster import no_workers_watch
@@ -78,7 +80,7 @@ def _ellipse(ax, mean, cov, color, n_sigma=2.0):
 _SHOWN_WEIGHT = 1e-3
 
 
-def _named(est, rows):
+def _named(est: Any, rows: np.ndarray) -> Any:
     """The sampled rows under the model's feature names, if it has them: they are in its
     feature order, and scikit-learn warns about rows without names."""
     names = getattr(est, "feature_names_in_", None)
