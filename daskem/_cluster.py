@@ -233,8 +233,8 @@ class _Watchdog:
         self.next_poll = self.started + self.interval
         self.fired: float | None = None  # seconds without workers when it fired
         self.reached = False
-        self._since: float | None = None  # when the watch last saw workers go missing
-        self._first = True
+        # since when the watch has seen no worker (until a first look, since the block began)
+        self._since: float | None = self.started
         self._stopped = False
         self._lock = threading.Lock()  # a cancellation and the end of the block exclude each other
         try:
@@ -243,13 +243,13 @@ class _Watchdog:
             self.scheduler = "(unknown address)"
 
     def start(self) -> None:
-        _watch_thread().add(self)
+        _watcher.add(self)
 
     def stop(self) -> None:
         """End the watch: once this returns, it cancels nothing more."""
         with self._lock:
             self._stopped = True
-        _watch_thread().remove(self)
+        _watcher.remove(self)
 
     def error(self) -> NoWorkersError:
         return NoWorkersError(self.scheduler, self.fired, self.timeout, self.reached)
@@ -271,9 +271,7 @@ class _Watchdog:
         if n:
             self._since = None
         elif self._since is None:
-            # none at the first look counts from the start of the block
-            self._since = self.started if self._first else now
-        self._first = False
+            self._since = now
         if self._since is None or now - self._since < self.timeout:
             return
         with self._lock:
@@ -345,10 +343,6 @@ class _WatchThread:
 
 
 _watcher = _WatchThread()
-
-
-def _watch_thread() -> _WatchThread:
-    return _watcher
 
 
 def _new_watch_thread() -> None:

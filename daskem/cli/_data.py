@@ -37,10 +37,10 @@ def read_weighted_data(source: str, columns: Optional[list[str]], chunks: Option
         raise BadInput("give either --weight-column or --weights, not both")
     if weight_column:
         if columns is None:
-            import dask.dataframe as dd
-
-            with bad_input(ValueError, TypeError, FileNotFoundError, OSError):
-                columns = [str(c) for c in dd.read_parquet(source).columns]
+            columns = feature_columns(source, None)
+            if columns is None:
+                raise BadInput(f"--weight-column names a Parquet column, and {source} is not Parquet "
+                               "(give --weights for Zarr or .npy data)")
             if weight_column not in columns:
                 raise BadInput(f"--weight-column {weight_column!r} is not a column of {source}")
             columns = [c for c in columns if c != weight_column]
