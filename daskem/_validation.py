@@ -88,12 +88,17 @@ def check_fitted_input(estimator: Any, X: Any, allow_nan: bool = False) -> Any:
 
     check_is_fitted(estimator)
     if is_dask_collection(X):
-        Xd, _, _ = as_dask_array(X, type(estimator).__name__)
-        if Xd.shape[1] != estimator.n_features_in_:
-            raise ValueError(
-                "X has %d features, but %s is expecting %d features as input."
-                % (Xd.shape[1], type(estimator).__name__, estimator.n_features_in_)
-            )
+        Xd, _, names = as_dask_array(X, type(estimator).__name__)
+        # scikit-learn's own feature-count and feature-name checks (errors and
+        # warnings alike), on an empty stand-in with X's columns: a Dask
+        # DataFrame's columns are matched by name, as a pandas one's are
+        if names is None:
+            probe = np.empty((0, Xd.shape[1]))
+        else:
+            import pandas as pd  # a Dask DataFrame's own dependency
+
+            probe = pd.DataFrame(columns=list(names))
+        validate_data(estimator, probe, skip_check_array=True, reset=False)
         return Xd
     return validate_data(estimator, X, dtype=[np.float64, np.float32], reset=False,
                          ensure_all_finite="allow-nan" if allow_nan else True)

@@ -67,6 +67,23 @@ def test_dask_dataframe_input_fits_like_the_array():
     assert g_df.predict(ddf).compute().shape == (600,)
 
 
+def test_dask_dataframe_with_reordered_columns_gets_scikit_learns_feature_name_error():
+    X = make_blobs(300)
+    df = pd.DataFrame(X, columns=["a", "b", "c"])
+    g = quick().fit(dd.from_pandas(df, npartitions=3))
+    reordered = dd.from_pandas(df[["c", "a", "b"]], npartitions=3)
+    for method in (g.predict, g.predict_proba, g.score_samples, g.score):
+        with pytest.raises(ValueError, match="feature names should match"):
+            method(reordered)
+
+
+def test_dask_array_after_a_dataframe_fit_warns_as_numpy_input_does():
+    X = make_blobs(300)
+    g = quick().fit(dd.from_pandas(pd.DataFrame(X, columns=["a", "b", "c"]), npartitions=3))
+    with pytest.warns(UserWarning, match="does not have valid feature names"):
+        g.predict(da.from_array(X, chunks=100))
+
+
 def test_dask_dataframe_with_text_column_is_rejected_by_name():
     df = pd.DataFrame({"a": np.arange(10.0), "b": list("abcdefghij")})
     with pytest.raises(TypeError, match="non-numeric column.*'b'"):

@@ -225,6 +225,9 @@ def _warnings_to(reporter: Reporter) -> Iterator[None]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # reported as a fit event instead
+        # the commands match a model's columns by name themselves (cli._data.model_columns)
+        # and hand the estimator plain arrays in its feature order
+        warnings.filterwarnings("ignore", message="X does not have valid feature names")
         warnings.showwarning = show
         yield
 
