@@ -77,6 +77,12 @@ def totals(estimator: Any, X: Any, sample_weight: Any = None) -> tuple[float, fl
         sums = (scores * w[:, None]).sum(axis=0)
     with no_workers_watch(getattr(estimator, "no_workers_timeout", None)):
         (sums,) = dask.compute(sums)
+    if not sums[2] > 0:
+        # a mean over nothing (and BIC's log n) is undefined
+        if sample_weight is not None:
+            raise ValueError("sample_weight sums to zero over the rows with an observed value: "
+                             "no row carries any weight.")
+        raise ValueError("X has no row with an observed value: every value is missing (NaN).")
     return float(sums[0]), float(sums[2]), float(sums[1])
 
 

@@ -109,6 +109,14 @@ def test_rows_with_nothing_observed_carry_no_information(data):
     np.testing.assert_allclose(same.means_, gm.means_, rtol=1e-10)
 
 
+def test_scoring_rows_with_nothing_observed_alone_is_one_clear_error(data):
+    _, Xh = data
+    gm = fit_from(Xh, start(Xh, "full"), "full", 2)
+    for method in (gm.score, gm.bic, gm.aic, gm.icl):
+        with pytest.raises(ValueError, match="no row with an observed value"):
+            method(np.full((3, Xh.shape[1]), np.nan))
+
+
 @pytest.mark.parametrize("covariance_type", ["full", "diag"])
 def test_lower_bound_never_decreases_and_chunkings_agree(data, covariance_type):
     _, Xh = data

@@ -68,6 +68,14 @@ def test_weighted_score_bic_and_aic_match_repeated_rows():
     np.testing.assert_allclose(g.aic(da.from_array(X, chunks=70), sample_weight=w), g.aic(Xr), rtol=1e-12)
 
 
+@pytest.mark.parametrize("method", ["score", "bic", "aic", "icl"])
+def test_scoring_rows_of_zero_total_weight_is_one_clear_error(method):
+    X = make_blobs(90)
+    g = fit(X, "full")
+    with pytest.raises(ValueError, match="sample_weight sums to zero"):
+        getattr(g, method)(X, sample_weight=np.zeros(len(X)))
+
+
 def test_data_driven_initialisation_never_picks_zero_weight_rows():
     X = make_blobs(900)
     w = np.ones(len(X))
