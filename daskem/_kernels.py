@@ -570,8 +570,27 @@ def chunk_statistics(block, kp, layout, sample_weight=None):
 # -------------------------------------------------------------- prediction
 
 
+def finite_log_prob(log_prob: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``log_prob`` (n, K), or one clear error where a finite row's densities overflowed.
+
+    A finite row has a finite log-density under every component of positive
+    weight; a row whose largest one is not finite was too far from the
+    components for ``dtype`` (its responsibilities would be NaN, its label
+    arbitrary).
+    """
+    if len(log_prob) and not np.isfinite(log_prob.max(axis=1)).all():
+        float32 = np.dtype(dtype) == np.float32
+        name, limit = ("float32", "1e19") if float32 else ("float64", "1e154")
+        raise ValueError(
+            f"Scoring X failed because the squared deviations of some row from every component "
+            f"overflow {name} (deviations of about {limit} or more). Scale the input data"
+            + (", or pass float64 data instead of float32." if float32 else ".")
+        )
+    return log_prob
+
+
 def _map_row_blocks(block, kp, func):
-    return func(_block_log_prob(np.asarray(block), kp))
+    return func(finite_log_prob(_block_log_prob(np.asarray(block), kp), kp["dtype"]))
 
 
 def _log_sum_exp_rows(log_prob):

@@ -73,6 +73,7 @@ from ._kernels import (
     chunk_score_samples,
     chunk_scores,
     chunk_statistics,
+    finite_log_prob,
     kernel_parameters,
     scores_from_log_prob,
 )
@@ -525,7 +526,7 @@ def missing_chunk_statistics(
 def _hole_log_prob(X, rows, mask, ctx):
     out = np.empty((len(rows), len(ctx["weights"])))
     for s in _hole_slices(X, rows, mask, ctx):
-        out[s.rows] = s.log_prob
+        out[s.rows] = finite_log_prob(s.log_prob, np.float64)
     return out
 
 
@@ -623,7 +624,7 @@ def impute_chunk(block: np.ndarray, ctx: dict) -> np.ndarray:
     if len(holes):
         shift = ctx["shift"]
         for s in _hole_slices(block, holes, mask[holes], ctx):
-            resp, _ = _normalise(s.log_prob)
+            resp, _ = _normalise(finite_log_prob(s.log_prob, np.float64))
             rows = holes[s.rows]
             if ctx["covariance_type"] in ("diag", "spherical"):
                 filled = resp @ ctx["means"]

@@ -428,3 +428,18 @@ def test_a_d2_draw_makes_no_copy_of_the_chunk():
                 tracemalloc.stop()
         np.testing.assert_array_equal(drawn, expected)
         assert peak <= drawn.nbytes + 8 * len(X) + 2**17, (len(centres), peak, drawn.nbytes)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+@pytest.mark.parametrize("dtype, far", [(np.float64, 1e160), (np.float32, 1e20)])
+def test_a_finite_row_too_far_to_score_is_one_clear_error_instead_of_nan(covariance_type, dtype, far):
+    weights, means, cov = _model(covariance_type)
+    kp = _kernel_parameters(covariance_type, weights, means, cov, np.zeros(D), dtype)
+    rows = np.zeros((3, D), dtype=dtype)
+    rows[1, 0] = far
+    assert np.isfinite(rows).all()
+    for func in (chunk_predict, chunk_predict_proba, chunk_score_samples):
+        with pytest.raises(ValueError, match="overflow " + np.dtype(dtype).name):
+            func(rows, kp)
+    # rows within range still score
+    assert np.isfinite(chunk_score_samples(rows[[0, 2]], kp)).all()

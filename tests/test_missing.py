@@ -117,6 +117,16 @@ def test_scoring_rows_with_nothing_observed_alone_is_one_clear_error(data):
             method(np.full((3, Xh.shape[1]), np.nan))
 
 
+def test_imputing_a_row_too_far_to_score_is_one_clear_error_instead_of_nan(data):
+    _, Xh = data
+    gm = fit_from(Xh, start(Xh, "full"), "full", 2)
+    far = np.full((1, Xh.shape[1]), np.nan)
+    far[0, 0] = 1e200
+    for method in (gm.impute, gm.predict_proba, gm.score_samples):
+        with pytest.raises(ValueError, match="overflow float64"):
+            method(far)
+
+
 @pytest.mark.parametrize("covariance_type", ["full", "diag"])
 def test_lower_bound_never_decreases_and_chunkings_agree(data, covariance_type):
     _, Xh = data
