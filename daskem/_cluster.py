@@ -154,6 +154,12 @@ def no_workers_timeout(timeout: float | None = None) -> float:
         value = dask.config.get(NO_WORKERS_TIMEOUT_KEY, DEFAULT_NO_WORKERS_TIMEOUT)
         if value is None or value is False:
             return math.inf
+        # parse_timedelta knows no infinity: "inf" (a YAML or environment value) and
+        # float("inf") (what the CLI sets) both mean no timeout
+        if isinstance(value, str) and value.strip().lower() in ("inf", "infinity", "none"):
+            return math.inf
+        if isinstance(value, (int, float)) and math.isinf(value):
+            return math.inf
         timeout = parse_timedelta(value, default="seconds")
     timeout = float(timeout)
     if not timeout > 0:

@@ -282,6 +282,10 @@ def test_the_no_workers_timeout_setting(monkeypatch):
         assert no_workers_timeout() == 600
     with dask.config.set({NO_WORKERS_TIMEOUT_KEY: None}):
         assert no_workers_timeout() == float("inf")
+    # what `--no-workers-timeout inf` sets, and "inf" from YAML or the environment
+    for forever in (float("inf"), "inf", "Infinity"):
+        with dask.config.set({NO_WORKERS_TIMEOUT_KEY: forever}):
+            assert no_workers_timeout() == float("inf")
     assert no_workers_timeout(12.5) == 12.5
     monkeypatch.setenv("DASK_DASKEM__NO_WORKERS_TIMEOUT", "45")
     dask.config.refresh()
