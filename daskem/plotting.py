@@ -193,9 +193,27 @@ def _plot_1d(ax, est, sample, colors):
     ax.set_title(f"{est.n_components} components")
 
 
+def figure_png(fig, dpi: int = 100) -> bytes:
+    """A figure rendered as PNG, in memory (so that rendering can fail before anything is written)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def save_png(png: bytes, path) -> None:
+    """Write PNG bytes atomically (temporary file in the same folder, then os.replace)."""
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(png)
+
+    replace_local_file(path, write, suffix=".png")
+
+
 def save_figure(fig, path, dpi=100):
     """Write a figure as PNG atomically (temporary file in the same folder, then os.replace)."""
-    replace_local_file(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi), suffix=".png")
+    save_png(figure_png(fig, dpi), path)
 
 
 def plot_selection(table, criterion="bic"):

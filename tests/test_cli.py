@@ -498,6 +498,23 @@ def test_existing_outputs_and_bad_config_files(data, model, tmp_path, monkeypatc
     assert (tmp_path / "existing.npz").read_bytes() == b"keep me"
 
 
+def test_an_output_that_cannot_be_written_is_refused_before_any_work(data, model, tmp_path, monkeypatch,
+                                                                     capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_bytes(b"not a folder")
+    before = sorted(os.listdir(tmp_path))
+    for argv, what in [
+        (["fit", str(data / "blobs.zarr"), "--out", "a_file/m.npz", "--checkpoint", "ck"], "the model"),
+        (["select", str(data / "blobs.zarr"), "-k", "1-2", "--out", "m.npz", "--plot", "a_file/p.png"],
+         "the plot"),
+        (["predict", str(model[0]), str(data / "blobs.zarr"), "--out", "a_file/deeper/l.zarr"], "the output"),
+    ]:
+        code, _, err = _cli(capsys, *argv)
+        assert code == 2 and f"cannot write {what}" in err and "is not a directory" in err, (argv, err)
+    # no model, checkpoint or plot written, not even the select's model before its plot
+    assert sorted(os.listdir(tmp_path)) == before
+
+
 @pytest.mark.parametrize("argv,text", [
     (["fit", "x.zarr", "--out", "m.npz", "--n-components", "0"], "--n-components"),
     (["fit", "x.zarr", "--out", "m.npz", "--cache", "sometimes"], "--cache"),

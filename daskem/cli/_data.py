@@ -246,6 +246,21 @@ def _check_new_output(path: str | os.PathLike[str], overwrite: bool, what: str =
         raise BadInput(f"{what} already exists: {path!r} (pass --overwrite to replace it)")
     if os.path.isdir(path) and what == "model":
         raise BadInput(f"{what} path is a directory: {path!r}")
+    _check_writable_location(path, what)
+
+
+def _check_writable_location(path: str, what: str) -> None:
+    """The folder that will hold a local output can be written (checked before any work:
+    a fit that ends unable to write its model has wasted its passes)."""
+    if "://" in path:
+        return  # a remote store: its writer reports
+    existing = os.path.dirname(os.path.abspath(path))
+    while not os.path.lexists(existing):  # the writers create missing folders
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise BadInput(f"cannot write the {what} {path!r}: {existing!r} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise BadInput(f"cannot write the {what} {path!r}: the folder {existing!r} is not writable")
 
 
 @contextlib.contextmanager

@@ -453,12 +453,16 @@ def select(
     names = feature_columns(data, columns)
     if names is not None:
         best.feature_names_in_ = np.asarray(names, dtype=object)
+    png = None
+    if plot:
+        from ..plotting import figure_png, plot_selection, save_png
+
+        # rendered before the model is written: a failure leaves neither file
+        png = figure_png(plot_selection(table, criterion))
     best.save(out, data=fingerprint, command="daskem select",
               fit={**best.get_params(), "criterion": criterion, "random_state": random_state})
-    if plot:
-        from ..plotting import plot_selection, save_figure
-
-        save_figure(plot_selection(table, criterion), plot)
+    if png is not None:
+        save_png(png, plot)
     reporter.event("finished", f"best: {best.n_components} {best.covariance_type} component(s); "
                                f"model written to {out} ({seconds:.1f} s)",
                    out=out, n_components=int(best.n_components),
