@@ -73,6 +73,7 @@ def test_fit_with_a_weights_array_equals_the_python_fit(files):
     "args, message",
     [
         (["select", "data.zarr", "-k", "0-3", "--out", "x.npz"], "counts must be positive"),
+        (["select", "data.zarr", "-k", "1-1000000000", "--out", "x.npz"], "more than 10000 counts"),
         (["select", "data.zarr", "--covariance-type", "banded", "--out", "x.npz"],
          "invalid --covariance-type"),
         (["fit", "data.parquet", "--weight-column", "nope", "--out", "x.npz"], "'nope' is not a column"),
@@ -96,3 +97,30 @@ def test_negative_weights_exit_2(files, tmp_path):
             *FAST, cwd=tmp_path)
     assert r.returncode == 2 and "Negative values" in r.stderr
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_a_weights_path_in_a_config_file_is_relative_to_the_file(files, tmp_path):
+    tmp, X, w = files
+    (tmp / "conf").mkdir(exist_ok=True)
+    (tmp / "conf" / "fit.toml").write_text(
+        'data = "../data.zarr"\nweights = "../weights.zarr"\nout = "from_config.npz"\n'
+        "n_components = 3\nrandom_state = 0\n")
+    r = run("fit", "--config", tmp / "conf" / "fit.toml", *FAST, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    alone = daskem.GaussianMixture(3, random_state=0).fit(X, sample_weight=w)
+    np.testing.assert_allclose(daskem.load(tmp / "conf" / "from_config.npz").means_, alone.means_,
+                               rtol=1e-9)
+
+
+def test_resuming_with_a_rewritten_weights_file_is_refused(files, tmp_path):
+    tmp, X, w = files
+    weights = tmp_path / "w.zarr"
+    zarr.create_array(weights, shape=w.shape, chunks=(500,), dtype="f8")[:] = w
+    fit = ["fit", tmp / "data.zarr", "-k", "3", "--weights", weights, "--max-iter", "2", "--tol", "0",
+           "--out", tmp_path / "m.npz", "--checkpoint", tmp_path / "ck", *FAST]
+    # --strict keeps the checkpoint of a fit that did not converge
+    assert run(*fit, "--strict", cwd=tmp_path).returncode == 3
+    zarr.create_array(weights, shape=w.shape, chunks=(500,), dtype="f8", overwrite=True)[:] = w[::-1]
+    r = run(*fit, "--resume", cwd=tmp_path)
+    assert r.returncode == 2 and "data weight_files" in r.stderr, r.stderr
+    assert not (tmp_path / "m.npz").exists()

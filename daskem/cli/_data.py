@@ -128,6 +128,21 @@ def data_fingerprint(source: str, X: Any, columns: Optional[list[str]]) -> dict[
     return fp
 
 
+def weights_fingerprint(weight_column: Optional[str], weights: Optional[str]) -> dict[str, Any]:
+    """What identifies a fit's sample weights, beside :func:`data_fingerprint`: the column's
+    name, or the weights file's source and (local files) its count, size and modification."""
+    if weight_column:
+        return {"weights": weight_column}
+    fp: dict[str, Any] = {"weights": _normalise_source(weights)}
+    from ..io import local_path
+
+    path = local_path(weights)
+    sig = _files_signature(path) if path is not None else None
+    if sig is not None:
+        fp["weight_files"] = sig
+    return fp
+
+
 # --------------------------------------------------------------------------
 # The row chunking of a fit, kept in its checkpoint
 # --------------------------------------------------------------------------

@@ -214,17 +214,27 @@ def parse_columns(columns: Union[None, str, list[str], tuple[str, ...]]) -> Opti
     return names
 
 
+MAX_COMPONENT_COUNTS = 10_000
+
+
 def parse_components(text: str) -> list[int]:
     """'1-10', '2,4,8' or '3' -> sorted list of component counts."""
-    counts = set()
+    ranges = []
     try:
         for part in str(text).split(","):
             lo, sep, hi = part.strip().partition("-")
-            counts.update(range(int(lo), int(hi) + 1) if sep else [int(lo)])
+            ranges.append((int(lo), int(hi) if sep else int(lo)))
     except ValueError:
         raise BadInput(f"invalid --n-components {text!r}: give e.g. 1-10 or 2,4,8") from None
-    if not counts or min(counts) < 1:
+    if any(lo < 1 for lo, hi in ranges if lo <= hi):
         raise BadInput(f"invalid --n-components {text!r}: counts must be positive")
+    # sized before it is built: each count is a fit, and '1-1000000000' would fill the memory
+    if sum(max(0, hi - lo + 1) for lo, hi in ranges) > MAX_COMPONENT_COUNTS:
+        raise BadInput(f"invalid --n-components {text!r}: more than {MAX_COMPONENT_COUNTS} counts "
+                       "to try (each is a fit)")
+    counts = {k for lo, hi in ranges for k in range(lo, hi + 1)}
+    if not counts:
+        raise BadInput(f"invalid --n-components {text!r}: no count to try (write a range low-high)")
     return sorted(counts)
 
 
@@ -310,7 +320,7 @@ CacheOpt = Annotated[CacheMode, typer.Option(
 # --config
 # --------------------------------------------------------------------------
 
-_PATH_KEYS = ("data", "out", "checkpoint", "scheduler_file")
+_PATH_KEYS = ("data", "out", "checkpoint", "scheduler_file", "weights", "plot")
 
 
 def _load_config(ctx: typer.Context, param: typer.CallbackParam, value: Optional[str]) -> Optional[str]:

@@ -13,13 +13,13 @@ from ._data import (
     LEGACY_CHUNK_BYTES,
     _check_local,
     _check_new_output,
-    _normalise_source,
     _remove_checkpoint,
     data_fingerprint,
     feature_columns,
     fit_chunking,
     format_bytes,
     read_weighted_data,
+    weights_fingerprint,
 )
 from ._errors import BadInput, NotConverged, bad_input
 from ._fitting import fit_with_progress
@@ -234,7 +234,7 @@ def _run_fit(reporter: Reporter, data: str, out: str, params: dict[str, Any],
         )
     fingerprint = data_fingerprint(data, X, columns)
     if any(weight_options):
-        fingerprint["weights"] = weight_options[0] or _normalise_source(weight_options[1])
+        fingerprint.update(weights_fingerprint(*weight_options))
 
     # imported only now: scikit-learn is slow to import, and bad data fail faster without it
     if "weight_concentration_prior_type" in params:
@@ -249,8 +249,10 @@ def _run_fit(reporter: Reporter, data: str, out: str, params: dict[str, Any],
     state = None
     if saved is not None:
         saved_data = {k: v for k, v in saved.data.items() if k != "chunking"}
+        # older checkpoints hold no signature of a weights file: not checkable
+        current = {k: v for k, v in fingerprint.items() if k != "weight_files" or k in saved_data}
         diffs = _checkpoint.differences(saved.options, params) + [
-            "data " + d for d in _checkpoint.differences(saved_data, fingerprint)
+            "data " + d for d in _checkpoint.differences(saved_data, current)
         ]
         if diffs:
             raise BadInput(
@@ -291,7 +293,7 @@ def _run_fit(reporter: Reporter, data: str, out: str, params: dict[str, Any],
                                                        chunk_bytes=chunk_bytes)
         fingerprint = data_fingerprint(data, X, columns)
         if any(weight_options):
-            fingerprint["weights"] = weight_options[0] or _normalise_source(weight_options[1])
+            fingerprint.update(weights_fingerprint(*weight_options))
         if saved is not None and fingerprint["row_chunks"] != saved.data.get("row_chunks"):
             raise BadInput(f"cannot resume from {checkpoint!r}: the data's row chunks differ from "
                            "the interrupted fit's; use the original --chunks, or --overwrite")
