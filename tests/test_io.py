@@ -330,6 +330,21 @@ def test_read_parquet_non_numeric_column_is_named(tmp_path):
         read(tmp_path / "f.parquet")
 
 
+def test_read_parquet_directory_checks_the_column_types_of_every_file(tmp_path):
+    (tmp_path / "d.parquet").mkdir()
+    pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]}).to_parquet(tmp_path / "d.parquet" / "part.0.parquet")
+    pd.DataFrame({"a": ["5", "6"], "b": [7.0, 8.0]}).to_parquet(tmp_path / "d.parquet" / "part.1.parquet")
+    with pytest.raises(TypeError, match=r"non-numeric.*part\.1\.parquet.*'a'"):
+        read(tmp_path / "d.parquet")
+
+
+def test_read_parquet_directory_takes_a_dtype_that_holds_every_files_columns(tmp_path):
+    (tmp_path / "d.parquet").mkdir()
+    pd.DataFrame({"a": np.ones(2, np.float32)}).to_parquet(tmp_path / "d.parquet" / "part.0.parquet")
+    pd.DataFrame({"a": np.ones(2, np.float64)}).to_parquet(tmp_path / "d.parquet" / "part.1.parquet")
+    assert read(tmp_path / "d.parquet").dtype == np.float64
+
+
 def test_read_numpy_strings_are_non_numeric():
     with pytest.raises(TypeError, match="non-numeric dtype"):
         read(np.array([["a", "b"]]))

@@ -113,25 +113,24 @@ def read_parquet(
     for f in files:
         with fs.open(f, "rb") as fh:
             metas.append(pq.read_metadata(fh))
-    schema = metas[0].schema.to_arrow_schema()
     what = f"Parquet source {location!r}"
-    columns = default_columns(schema) if columns is None else list(columns)
+    columns = default_columns(metas[0].schema.to_arrow_schema()) if columns is None else list(columns)
+    # every file's schema, not only the first's: a later file may type a column otherwise
+    all_types = []
     for f, md in zip(files, metas, strict=True):
-        names = md.schema.to_arrow_schema().names
-        missing = [c for c in columns if c not in names]
+        schema = md.schema.to_arrow_schema()
+        missing = [c for c in columns if c not in schema.names]
         if missing:
-            raise ValueError(f"column(s) {missing} not found in {what} (file {f}); available: {names}")
-    types = {n: schema.field(n).type for n in columns}
-    bad = [
-        c
-        for c, t in types.items()
-        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t))
-    ]
-    if bad:
-        raise non_numeric_error(what, {c: types[c] for c in bad})
+            raise ValueError(f"column(s) {missing} not found in {what} (file {f}); available: {schema.names}")
+        types = {n: schema.field(n).type for n in columns}
+        bad = {c: t for c, t in types.items()
+               if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t))}
+        if bad:
+            raise non_numeric_error(what if len(files) == 1 else f"{what} (file {f})", bad)
+        all_types += types.values()
     if not columns:
         raise ValueError(f"{what} is empty: it has no columns")
-    dtype = float_dtype(np.result_type(*[t.to_pandas_dtype() for t in types.values()]), what)
+    dtype = float_dtype(np.result_type(*[t.to_pandas_dtype() for t in all_types]), what)
 
     pieces = [
         (f, rg, md.row_group(rg).num_rows)
