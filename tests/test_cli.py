@@ -554,6 +554,21 @@ def test_help_documents_exit_codes_and_streams(capsys):
     assert "--checkpoint" in out and "--resume" in out and "--config" in out
 
 
+def test_help_shows_formulas_and_optional_arguments_as_written(capsys):
+    for argv in (["impute", "--help"], ["plot", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+    out = " ".join(capsys.readouterr().out.split())
+    # square brackets survive Rich's markup, and an optional argument is bracketed once
+    assert "E[value | observed values, k]" in out
+    assert "[DATA]" in out and "[[DATA]]" not in out
+
+
+def test_a_malformed_scheduler_address_is_bad_usage(data, model, capsys):
+    code, _, err = _cli(capsys, "score", model[0], data / "blobs.zarr", "--scheduler", "notanaddress")
+    assert code == 2 and "invalid --scheduler 'notanaddress'" in err, err
+
+
 # ---------------------------------------------------------------------------
 # Progress display
 # ---------------------------------------------------------------------------

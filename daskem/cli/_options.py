@@ -72,7 +72,10 @@ def dask_client(options: ClusterOptions, reporter: Reporter) -> Iterator[Any]:
     dashboard = False
     if options.scheduler:
         reporter.event("cluster", f"connecting to scheduler {options.scheduler}", scheduler=options.scheduler)
-        client = Client(options.scheduler, timeout="30s")
+        try:
+            client = Client(options.scheduler, timeout="30s")
+        except ValueError as error:  # a malformed address (one that cannot be reached is OSError)
+            raise BadInput(f"invalid --scheduler {options.scheduler!r}: {error}") from None
     elif options.scheduler_file:
         reporter.event("cluster", f"connecting to the scheduler in {options.scheduler_file}",
                        scheduler_file=str(options.scheduler_file))

@@ -148,9 +148,9 @@ def impute(
 ):
     """Write DATA with each missing value replaced by its conditional mean under MODEL.
 
-    A hole becomes sum_k p(k | observed values) E[value | observed values, k]; observed
-    values are unchanged. Works with any fitted Gaussian mixture. The output is written
-    atomically: on failure nothing is left at --out.
+    A hole becomes sum_k p(k | observed values) E\\[value | observed values, k]; observed
+    values are unchanged. Works with any model of `daskem fit` or `daskem select` except a
+    --bayesian one. The output is written atomically: on failure nothing is left at --out.
     """
     reporter = _reporter("impute", quiet, log_json)
 
@@ -328,7 +328,7 @@ def _parse_features(text: str, n_features: int) -> list[int]:
 def plot(
     model: Annotated[str, typer.Argument(metavar="MODEL", help="Model file written by `daskem fit`.")],
     data: Annotated[Optional[str], typer.Argument(
-        metavar="[DATA]", help="Data to draw a sample of under the ellipses.", show_default=False)] = None,
+        metavar="DATA", help="Data to draw a sample of under the ellipses.", show_default=False)] = None,
     out: Annotated[str, typer.Option("--out", "-o", metavar="PNG", help="Image to write.",
                                      rich_help_panel=OUTPUT)] = "daskem-plot.png",
     features: Annotated[Optional[str], typer.Option(
