@@ -15,6 +15,8 @@ import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import dask
+import distributed
 import numpy as np
 import pandas as pd
 import pytest
@@ -565,8 +567,13 @@ def test_help_shows_formulas_and_optional_arguments_as_written(capsys):
 
 
 def test_a_malformed_scheduler_address_is_bad_usage(data, model, capsys):
+    scheduler = dask.config.get("scheduler", None)
     code, _, err = _cli(capsys, "score", model[0], data / "blobs.zarr", "--scheduler", "notanaddress")
     assert code == 2 and "invalid --scheduler 'notanaddress'" in err, err
+    # and no failed client is left as this process's scheduler
+    assert dask.config.get("scheduler", None) == scheduler
+    with pytest.raises(ValueError):
+        distributed.default_client()
 
 
 # ---------------------------------------------------------------------------

@@ -72,10 +72,8 @@ def dask_client(options: ClusterOptions, reporter: Reporter) -> Iterator[Any]:
     dashboard = False
     if options.scheduler:
         reporter.event("cluster", f"connecting to scheduler {options.scheduler}", scheduler=options.scheduler)
-        try:
-            client = Client(options.scheduler, timeout="30s")
-        except ValueError as error:  # a malformed address (one that cannot be reached is OSError)
-            raise BadInput(f"invalid --scheduler {options.scheduler!r}: {error}") from None
+        _check_scheduler_address(options.scheduler)
+        client = Client(options.scheduler, timeout="30s")
     elif options.scheduler_file:
         reporter.event("cluster", f"connecting to the scheduler in {options.scheduler_file}",
                        scheduler_file=str(options.scheduler_file))
@@ -127,6 +125,22 @@ def dask_client(options: ClusterOptions, reporter: Reporter) -> Iterator[Any]:
         finally:
             if cluster is not None:
                 cluster.close()
+
+
+def _check_scheduler_address(address: str) -> None:
+    """A malformed address is bad usage (one that cannot be reached is a failure, exit 1).
+
+    Checked before a Client is made: a Client that fails on its address has already
+    made itself the process's default client and Dask's scheduler.
+    """
+    from distributed.comm import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        if scheme in ("tcp", "tls"):
+            parse_host_port(location)
+    except ValueError as error:
+        raise BadInput(f"invalid --scheduler {address!r}: {error}") from None
 
 
 def _dashboard_link(client: Any) -> Optional[str]:
