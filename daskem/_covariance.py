@@ -215,6 +215,41 @@ def covariances_from_statistics(
     return variance / n_features + reg_covar
 
 
+def second_moments_from_covariances(covariance_type, weights, shifted_means, covariances, reg_covar):
+    """The second moments that :func:`covariances_from_statistics` turns into ``covariances``.
+
+    Its inverse, for responsibility sums equal to ``weights`` (the normalised
+    statistics of online EM): what a model's parameters say its data's
+    statistics were, around the centre that ``shifted_means`` are taken from.
+
+    Parameters
+    ----------
+    covariance_type : {'full', 'tied', 'diag', 'spherical'}
+    weights : ndarray of shape (K,)
+    shifted_means : ndarray of shape (K, d)
+    covariances : ndarray
+        Shape given by :func:`covariance_shape` (reg_covar included).
+    reg_covar : float
+
+    Returns
+    -------
+    ndarray
+        Second moments, shaped as :func:`covariances_from_statistics` takes them.
+    """
+    w, mu = np.asarray(weights, dtype=np.float64), np.asarray(shifted_means, dtype=np.float64)
+    n_features = mu.shape[1]
+    cov = np.array(covariances, dtype=np.float64)
+    if covariance_type == "full":
+        cov[:, np.arange(n_features), np.arange(n_features)] -= reg_covar
+        return w[:, None, None] * (cov + mu[:, :, None] * mu[:, None, :])
+    if covariance_type == "tied":
+        cov[np.diag_indices(n_features)] -= reg_covar
+        return w.sum() * cov + (w * mu.T) @ mu
+    if covariance_type == "diag":
+        return w[:, None] * (cov - reg_covar + mu**2)
+    return w * (n_features * (cov - reg_covar) + np.sum(mu**2, axis=1))
+
+
 def _at_least_rounding(variance, second_moment):
     """Variances no smaller than the rounding error of the difference that gave them.
 

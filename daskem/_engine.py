@@ -426,6 +426,14 @@ def _initial_parameters_on(
     return params
 
 
+def continued_state(
+    family: MixtureFamily, parameters: Any, shift: np.ndarray, lower_bound: float
+) -> OnlineState:
+    """Running statistics that continue a model fitted by batch EM: its parameters, as one update."""
+    stats, layout = family.running_statistics(parameters, shift, lower_bound)
+    return OnlineState(stats, layout, 1, shift)
+
+
 def _online_update(
     family: MixtureFamily, settings: FitSettings, X: Any, sample_weight: Any, params: Any,
     state: OnlineState | None, shift: np.ndarray, tally: PassTally, holes: Holes | None = None,
@@ -471,8 +479,10 @@ def fit_online(
         verbose.init_begin(init)
         start = time.perf_counter()
         order = rng.permutation(len(batches))
-        if warm is not None and warm.online is not None:
+        if warm is not None:
             params, state, lower_bound = warm.parameters, warm.online, warm.lower_bound
+            if state is None:
+                state = continued_state(family, params, data.shift, lower_bound)
             shift = state.shift
         else:
             shift = data.shift
@@ -530,16 +540,28 @@ def fitted_attributes(
         "n_passes_": int(result.n_passes),
         "n_features_in_": data.n_features,
         "feature_names_in_": data.feature_names,
+        "online_state": result.online,
     }
 
 
 def set_fitted(estimator: Any, attributes: Mapping[str, Any]) -> None:
-    """Set fitted attributes; ``feature_names_in_=None`` removes that attribute."""
+    """Set fitted attributes; ``feature_names_in_=None`` removes that attribute.
+
+    ``online_state`` is the running statistics of online EM (or None), which
+    :func:`online_state_of` gives back.
+    """
     for name, value in attributes.items():
         if name == "feature_names_in_":
             _set_feature_names(estimator, value)
+        elif name == "online_state":
+            estimator._online_state = value
         else:
             setattr(estimator, name, value)
+
+
+def online_state_of(estimator: Any) -> OnlineState | None:
+    """The running statistics of an estimator's online fit (None after a batch fit)."""
+    return getattr(estimator, "_online_state", None)
 
 
 def warn_if_not_converged(result: FitResult, max_iter: int) -> None:
@@ -572,7 +594,6 @@ def fit(
     X: Any,
     sample_weight: Any = None,
     *,
-    online_state: OnlineState | None = None,
     on_iteration: IterationHook | None = None,
     on_state: StateHook | None = None,
     resume: FitState | None = None,
@@ -588,8 +609,6 @@ def fit(
     estimator : a registered daskem estimator
     X : array-like, Dask array or Dask DataFrame of shape (n_samples, n_features)
     sample_weight : array-like or Dask array of shape (n_samples,), optional
-    online_state : OnlineState, optional
-        The running statistics of a previous online fit (online warm start).
     on_iteration, on_state : callable, optional
         See :data:`IterationHook` and :data:`StateHook` (batch EM only for
         ``on_state``).
@@ -606,7 +625,7 @@ def fit(
     if settings.algorithm == "online":
         settings.check_online()
     with rollback_on_failure(estimator), no_workers_watch(settings.no_workers_timeout):
-        warm = _warm_start(estimator, family, settings, online_state)
+        warm = _warm_start(estimator, family, settings, online_state_of(estimator))
         data = prepare_data(estimator, X, sample_weight, family, settings.cache)
         tally = new_tally(data, resume)
         if settings.algorithm == "online":
@@ -621,17 +640,14 @@ def fit(
     return result
 
 
-def partial_fit(
-    estimator: Any, X: Any, sample_weight: Any = None, online_state: OnlineState | None = None
-) -> OnlineState:
+def partial_fit(estimator: Any, X: Any, sample_weight: Any = None) -> None:
     """One stepwise-EM update of ``estimator`` from a batch of rows.
 
     The first call on an unfitted estimator initialises it from this batch
     (with ``init_params``); each call then blends the batch's statistics
     into the running ones and runs the M-step. A model fitted by batch EM
-    continues from its parameters, around the mixture's mean. Returns the
-    running statistics to pass to the next call; on failure the estimator
-    is left as it was.
+    continues from its parameters, which count as one update, around the
+    mixture's mean. On failure the estimator is left as it was.
     """
     estimator._validate_params()
     family = family_of(estimator)
@@ -639,6 +655,7 @@ def partial_fit(
     if not family.supports_online:
         raise ValueError(f"{type(estimator).__name__} does not support partial_fit")
     settings.check_online()
+    online_state = online_state_of(estimator)
     with rollback_on_failure(estimator), no_workers_watch(settings.no_workers_timeout):
         first = not hasattr(estimator, "means_")
         if first:
@@ -656,10 +673,10 @@ def partial_fit(
             weights = check_sample_weight(sample_weight, Xd)
             summary = summarise_data(Xd, weights, allow_missing)
             params = fitted_parameters(estimator, family)
-            if online_state is not None:
-                shift = online_state.shift
-            else:  # continuing a batch fit: the mixture's mean is near the data's
+            if online_state is None:  # continuing a batch fit: the mixture's mean is near the data's
                 shift = params.weights @ params.means / np.sum(params.weights)
+                online_state = continued_state(family, params, shift, estimator.lower_bound_)
+            shift = online_state.shift
             holes = Holes(family.missing, shift) if summary.n_missing else None
             data = FitData(Xd, None, weights, None, holes=holes)
             tally = new_tally(data)
@@ -676,6 +693,6 @@ def partial_fit(
             "iteration_seconds_": [],
             "converged_": False,
             "n_passes_": previous_passes + tally.passes,
+            "online_state": state,
         })
-    return state
 

@@ -56,9 +56,7 @@ class MixtureEstimator(DensityMixin, BaseEstimator):
         -------
         self
         """
-        result = _engine.fit(self, X, sample_weight, online_state=getattr(self, "_online_state", None))
-        # running statistics of online EM, for partial_fit and warm starts
-        self._online_state = result.online
+        _engine.fit(self, X, sample_weight)
         return self
 
     def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:

@@ -323,6 +323,22 @@ class GaussianFamily(MixtureFamily):
         )
         return new, loglik_sum / total_weight
 
+    def running_statistics(
+        self, parameters: MixtureParameters, shift: np.ndarray, lower_bound: float
+    ) -> tuple[np.ndarray, StatisticsLayout]:
+        """The normalised statistics whose M-step gives back ``parameters``."""
+        layout = StatisticsLayout(self.kernel_type, *parameters.means.shape)
+        weights = parameters.weights / np.sum(parameters.weights)
+        shifted_means = parameters.means - shift
+        second = _covariance.second_moments_from_covariances(
+            self.kernel_type, weights, shifted_means, parameters.covariances, self.reg_covar
+        )
+        loglik = lower_bound if np.isfinite(lower_bound) else 0.0
+        stats = layout.pack_from_second_moments(
+            weights, weights[:, None] * shifted_means, second, loglik, 1.0
+        )
+        return stats, layout
+
     def init_method(self, init: int, weighted: bool = False) -> str:
         """The initialisation method of restart ``init``.
 

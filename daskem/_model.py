@@ -78,6 +78,16 @@ class MixtureFamily(abc.ABC):
         ``stats`` (for EM, the mean log-likelihood under ``parameters``).
         """
 
+    def running_statistics(
+        self, parameters: Any, shift: np.ndarray, lower_bound: float
+    ) -> tuple[np.ndarray, Any]:
+        """The normalised statistics (and their layout) whose M-step gives back ``parameters``.
+
+        Online EM continuing a model fitted otherwise starts from them.
+        Families with ``supports_online`` implement it.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not support online EM")
+
     @abc.abstractmethod
     def initialization_steps(self, data: FitData, rng: np.random.RandomState, init: int = 0) -> Generator:
         """Step generator returning the initial parameters (see :mod:`daskem._passes`).

@@ -273,9 +273,12 @@ class GaussianMixture(MixtureEstimator):
         The first call initialises the model from this batch (with
         ``init_params``); each call then blends the batch's statistics into
         the running ones with step (t + learning_offset)^-learning_decay and
-        runs the M-step. ``n_iter_`` counts the updates and ``lower_bound_``
-        is the mean log-likelihood of the last batch under the parameters
-        before its update.
+        runs the M-step. A model fitted by batch EM continues from its
+        parameters, which count as the first update (their running
+        statistics are those their M-step gives back); a saved online model
+        continues where it stopped. ``n_iter_`` counts the updates and
+        ``lower_bound_`` is the mean log-likelihood of the last batch under
+        the parameters before its update.
 
         Parameters
         ----------
@@ -287,9 +290,7 @@ class GaussianMixture(MixtureEstimator):
         -------
         self : GaussianMixture
         """
-        self._online_state = _engine.partial_fit(
-            self, X, sample_weight, getattr(self, "_online_state", None)
-        )
+        _engine.partial_fit(self, X, sample_weight)
         return self
 
     # ------------------------------------------------------------- scores

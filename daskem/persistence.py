@@ -8,6 +8,9 @@ read with ``numpy.load(..., allow_pickle=False)``) holding
   ``iteration_seconds_``, the scalar ``lower_bound_`` (as a 0-d array, so that
   ``-inf`` and every bit survive) and ``feature_names_in_`` (unicode) if any;
 * array-valued estimator parameters (``means_init`` ...) as ``param:NAME``;
+* after an online fit, its running statistics ``online:stats`` and their
+  centre ``online:shift`` (the number of updates is among the fitted
+  scalars), so that ``partial_fit`` continues where it stopped;
 * a JSON record ``__daskem__`` (UTF-8 bytes as a uint8 array) describing the
   file: format name and version, the estimator's parameters, the fitted
   scalars, every array's shape, dtype and SHA-256, caller metadata (for
@@ -34,7 +37,9 @@ from typing import Any
 import numpy as np
 
 from ._encoding import float_from_json, json_float, random_state_from_json, random_state_to_json
+from ._engine import online_state_of, set_fitted
 from ._registry import estimator_class, estimator_name, family_of
+from ._state import OnlineState
 from ._version import __version__
 from .io import replace_local_file
 
@@ -288,6 +293,11 @@ def save_model(estimator: Any, path: str | os.PathLike[str], **metadata: Any) ->
     }
     if getattr(estimator, "n_passes_", None) is not None:
         fitted["n_passes_"] = int(estimator.n_passes_)
+    online = online_state_of(estimator)
+    if online is not None:
+        arrays["online:stats"] = np.asarray(online.stats, dtype=np.float64)
+        arrays["online:shift"] = np.asarray(online.shift, dtype=np.float64)
+        fitted["online_updates"] = int(online.n_updates)
     meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -361,9 +371,26 @@ def load_model(path: str | os.PathLike[str]) -> Any:
 _ADDED_PARAMETERS = {"acceleration": None}
 
 
-def _model_from(meta, arrays):
-    from ._engine import set_fitted
+def _online_state_from(family, parameters, fitted, arrays):
+    """The running statistics of an online fit stored in a model file, or None."""
+    if "online:stats" not in arrays:
+        return None
+    stats, shift = arrays["online:stats"], arrays["online:shift"]
+    _, layout = family.statistics_request(parameters, shift, np.float64)
+    if stats.shape != (layout.size,) or shift.shape != parameters.means.shape[1:]:
+        raise ValueError(
+            f"online statistics of shape {stats.shape} around a centre of shape {shift.shape} "
+            f"do not fit the model (expected {(layout.size,)} and {parameters.means.shape[1:]})"
+        )
+    if not (np.all(np.isfinite(stats)) and np.all(np.isfinite(shift))):
+        raise ValueError("online statistics hold NaN or infinity")
+    n_updates = fitted["online_updates"]
+    if not isinstance(n_updates, int) or isinstance(n_updates, bool) or n_updates < 1:
+        raise ValueError(f"invalid number of online updates {n_updates!r}")
+    return OnlineState(np.array(stats), layout, n_updates, np.array(shift))
 
+
+def _model_from(meta, arrays):
     cls = estimator_class(meta.get("estimator"))
     raw_params = meta["params"]
     if not isinstance(raw_params, dict):
@@ -415,6 +442,7 @@ def _model_from(meta, arrays):
     }
     if "n_passes_" in fitted:  # files written before daskem counted passes lack it
         attributes["n_passes_"] = int(fitted["n_passes_"])
+    attributes["online_state"] = _online_state_from(family, parameters, fitted, arrays)
     if "feature_names_in_" in arrays:
         names = arrays["feature_names_in_"]
         if names.dtype.kind != "U" or names.shape != (d,):

@@ -5,10 +5,13 @@ import warnings
 import dask.array as da
 import numpy as np
 import pytest
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
 from sklearn.exceptions import ConvergenceWarning
 
 from conftest import make_blobs
 from daskem import GaussianMixture
+from daskem.persistence import load_model, save_model
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +66,7 @@ def test_partial_fit_continues_a_batch_fit(data):
     X, batch_score = data
     g = GaussianMixture(3, random_state=0).fit(X[:20000])
     g.partial_fit(X[20000:40000])
-    assert g.n_iter_ == 1
+    assert g.n_iter_ == 2  # the batch fit counts as the first update
     assert abs(g.score(X) - batch_score) < 1e-3 * abs(batch_score)
 
 
@@ -79,3 +82,123 @@ def test_partial_fit_rejects_a_batch_with_other_features(data):
 def test_learning_decay_outside_its_range_is_rejected():
     with pytest.raises(ValueError, match="learning_decay"):
         GaussianMixture(2, learning_decay=0.4).partial_fit(make_blobs(90))
+
+
+def _full_covariances(gm):
+    d = gm.means_.shape[1]
+    cov = np.asarray(gm.covariances_)
+    return {
+        "full": lambda: cov,
+        "tied": lambda: np.broadcast_to(cov, (gm.n_components, d, d)),
+        "diag": lambda: np.stack([np.diag(c) for c in cov]),
+        "spherical": lambda: np.stack([c * np.eye(d) for c in cov]),
+    }[gm.covariance_type]()
+
+
+def _blended_fit(gm, X, step):
+    """The reference: the M-step of (1 - step) * (the statistics that give back gm's
+    parameters) + step * (X's normalised statistics under them), from the formulas."""
+    covs = _full_covariances(gm)
+    log_p = np.column_stack([
+        np.log(w) + multivariate_normal(m, c).logpdf(X)
+        for w, m, c in zip(gm.weights_, gm.means_, covs, strict=True)
+    ])
+    resp = np.exp(log_p - logsumexp(log_p, axis=1, keepdims=True))
+    reg = gm.reg_covar
+    eye = np.eye(X.shape[1])
+    # normalised statistics: N_k, sum r x, sum r x x^T (of the model, then of the batch)
+    n_model = gm.weights_
+    s1_model = gm.weights_[:, None] * gm.means_
+    s2_model = gm.weights_[:, None, None] * (covs - reg * eye + np.einsum("ki,kj->kij", gm.means_, gm.means_))
+    n_batch = resp.mean(axis=0)
+    s1_batch = resp.T @ X / len(X)
+    s2_batch = np.einsum("ik,ij,il->kjl", resp, X, X) / len(X)
+    n = (1 - step) * n_model + step * n_batch
+    s1 = (1 - step) * s1_model + step * s1_batch
+    s2 = (1 - step) * s2_model + step * s2_batch
+    means = s1 / n[:, None]
+    scatter = s2 - n[:, None, None] * np.einsum("ki,kj->kij", means, means)
+    covariances = {
+        "full": lambda: scatter / n[:, None, None] + reg * eye,
+        "tied": lambda: scatter.sum(axis=0) / n.sum() + reg * eye,
+        "diag": lambda: np.stack([np.diag(c) for c in scatter]) / n[:, None] + reg,
+        "spherical": lambda: np.trace(scatter, axis1=1, axis2=2) / (n * X.shape[1]) + reg,
+    }[gm.covariance_type]()
+    return n / n.sum(), means, covariances
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_partial_fit_after_a_batch_fit_blends_the_batch_into_the_fitted_statistics(covariance_type):
+    X = make_blobs(3000, seed=2)
+    gm = GaussianMixture(3, covariance_type=covariance_type, random_state=0, max_iter=5).fit(X[:2000])
+    batch = X[2000:] * 1.1 + 0.3  # data the fit has not seen, so that the blend moves it
+    step = (1 + gm.learning_offset) ** -gm.learning_decay
+    weights, means, covariances = _blended_fit(gm, batch, step)
+    gm.partial_fit(batch)
+    np.testing.assert_allclose(gm.weights_, weights, rtol=1e-9)
+    np.testing.assert_allclose(gm.means_, means, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(gm.covariances_, covariances, rtol=1e-9, atol=1e-12)
+
+
+def test_an_online_warm_start_from_a_batch_fit_continues_its_parameters():
+    X = make_blobs(3000, seed=2)
+    gm = GaussianMixture(3, random_state=0, max_iter=5, warm_start=True).fit(X[:2000])
+    batch = X[2000:] * 1.1 + 0.3
+    weights, means, covariances = _blended_fit(gm, batch, (1 + gm.learning_offset) ** -gm.learning_decay)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm.set_params(algorithm="online", max_iter=1).fit(batch)  # one batch, one update
+    np.testing.assert_allclose(gm.weights_, weights, rtol=1e-9)
+    np.testing.assert_allclose(gm.means_, means, rtol=1e-9)
+    np.testing.assert_allclose(gm.covariances_, covariances, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("model", ["EII", "VII", "EEI", "VVI", "EEE", "VVV", "EVI", "VEE"])
+def test_the_running_statistics_of_fitted_parameters_give_them_back(model):
+    from daskem._engine import continued_state, family_of, fitted_parameters
+
+    X = make_blobs(900, seed=3)
+    gm = GaussianMixture(3, covariance_type=model, random_state=0, max_iter=20).fit(X)
+    family = family_of(gm)
+    params = fitted_parameters(gm, family)
+    state = continued_state(family, params, X.mean(axis=0), gm.lower_bound_)
+    again, _ = family.update(state.stats, state.layout, params, state.shift, X.dtype)
+    np.testing.assert_allclose(again.weights, params.weights, rtol=1e-12)
+    np.testing.assert_allclose(again.means, params.means, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(again.covariances, params.covariances, rtol=1e-7, atol=1e-12)
+
+
+def test_a_saved_online_model_continues_where_it_stopped(tmp_path):
+    X = make_blobs(6000, seed=4)
+    gm = GaussianMixture(3, random_state=0)
+    for start in range(0, 4000, 1000):
+        gm.partial_fit(X[start : start + 1000])
+    save_model(gm, tmp_path / "online.npz")
+    loaded = load_model(tmp_path / "online.npz")
+    gm.partial_fit(X[4000:])
+    loaded.partial_fit(X[4000:])
+    assert loaded.n_iter_ == gm.n_iter_ == 5
+    np.testing.assert_array_equal(loaded.means_, gm.means_)
+    np.testing.assert_array_equal(loaded.covariances_, gm.covariances_)
+    np.testing.assert_array_equal(loaded.weights_, gm.weights_)
+
+
+def test_a_saved_batch_model_continues_like_the_fitted_one(tmp_path):
+    X = make_blobs(6000, seed=4)
+    gm = GaussianMixture(3, random_state=0).fit(X[:4000])
+    save_model(gm, tmp_path / "batch.npz")
+    loaded = load_model(tmp_path / "batch.npz")
+    gm.partial_fit(X[4000:])
+    loaded.partial_fit(X[4000:])
+    np.testing.assert_array_equal(loaded.means_, gm.means_)
+    np.testing.assert_array_equal(loaded.covariances_, gm.covariances_)
+
+
+def test_a_batch_fit_after_an_online_one_drops_its_running_statistics(tmp_path):
+    X = make_blobs(3000, seed=4)
+    gm = GaussianMixture(3, random_state=0).partial_fit(X[:1000]).fit(X)
+    fresh = GaussianMixture(3, random_state=0).fit(X)
+    gm.partial_fit(X[:1000])
+    fresh.partial_fit(X[:1000])
+    assert gm.n_iter_ == fresh.n_iter_ == 2
+    np.testing.assert_array_equal(gm.means_, fresh.means_)
