@@ -540,28 +540,22 @@ def fitted_attributes(
         "n_passes_": int(result.n_passes),
         "n_features_in_": data.n_features,
         "feature_names_in_": data.feature_names,
-        "online_state": result.online,
+        **({"online_state_": result.online} if family.supports_online else {}),
     }
 
 
 def set_fitted(estimator: Any, attributes: Mapping[str, Any]) -> None:
-    """Set fitted attributes; ``feature_names_in_=None`` removes that attribute.
-
-    ``online_state`` is the running statistics of online EM (or None), which
-    :func:`online_state_of` gives back.
-    """
+    """Set fitted attributes; ``feature_names_in_=None`` removes that attribute."""
     for name, value in attributes.items():
         if name == "feature_names_in_":
             _set_feature_names(estimator, value)
-        elif name == "online_state":
-            estimator._online_state = value
         else:
             setattr(estimator, name, value)
 
 
 def online_state_of(estimator: Any) -> OnlineState | None:
     """The running statistics of an estimator's online fit (None after a batch fit)."""
-    return getattr(estimator, "_online_state", None)
+    return getattr(estimator, "online_state_", None)
 
 
 def warn_if_not_converged(result: FitResult, max_iter: int) -> None:
@@ -693,6 +687,6 @@ def partial_fit(estimator: Any, X: Any, sample_weight: Any = None) -> None:
             "iteration_seconds_": [],
             "converged_": False,
             "n_passes_": previous_passes + tally.passes,
-            "online_state": state,
+            "online_state_": state,
         })
 

@@ -148,6 +148,10 @@ class GaussianMixture(MixtureEstimator):
         rounded up).
     iteration_seconds_ : list of float
         Wall time of each iteration.
+    online_state_ : OnlineState or None
+        The running normalised statistics of online EM (``partial_fit`` or
+        ``algorithm='online'``), from which ``partial_fit`` and warm starts
+        continue and which model files keep; None after batch EM.
     feature_names_in_ : ndarray of str
         Only when fitted on a DataFrame with string column names.
 

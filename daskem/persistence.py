@@ -442,7 +442,7 @@ def _model_from(meta, arrays):
     }
     if "n_passes_" in fitted:  # files written before daskem counted passes lack it
         attributes["n_passes_"] = int(fitted["n_passes_"])
-    attributes["online_state"] = _online_state_from(family, parameters, fitted, arrays)
+    attributes["online_state_"] = _online_state_from(family, parameters, fitted, arrays)
     if "feature_names_in_" in arrays:
         names = arrays["feature_names_in_"]
         if names.dtype.kind != "U" or names.shape != (d,):
