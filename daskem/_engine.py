@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Callable, Generator, Iterator, Mapping
 from typing import Any
 
+import dask
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
@@ -216,20 +217,24 @@ def prepare_data(
         else:  # in memory: NumPy's own mean
             total = Xd.shape[0] if weights is None else float(weights.sum().compute())
             summary = DataSummary(np.mean(Xn, axis=0, dtype=np.float64), 0, total, total)
-    holes, total_weight = None, summary.observed_weight
-    if summary.n_missing:
-        holes = Holes(family.missing, summary.shift)
-        if family.missing == "drop":
-            total_weight = summary.complete_weight
-            logger.info("missing='drop': fitting on the complete rows (weight %g); the rows with "
-                        "missing values (weight %g) are left out", total_weight,
-                        summary.observed_weight - total_weight)
-            if total_weight <= 0:
-                raise ValueError("missing='drop' leaves no complete row to fit: every row has a "
-                                 "missing value (try missing='marginalize').")
+    holes = Holes(family.missing, summary.shift) if summary.n_missing else None
+    return FitData(Xd, summary.shift, weights, weight_to_fit(summary, family.missing), names, holes)
+
+
+def weight_to_fit(summary: DataSummary, missing: str) -> float:
+    """The total weight of the rows a fit uses; an error when it is zero."""
+    total_weight = summary.observed_weight
+    if summary.n_missing and missing == "drop":
+        total_weight = summary.complete_weight
+        logger.info("missing='drop': fitting on the complete rows (weight %g); the rows with "
+                    "missing values (weight %g) are left out", total_weight,
+                    summary.observed_weight - total_weight)
+        if total_weight <= 0:
+            raise ValueError("missing='drop' leaves no complete row to fit: every row has a "
+                             "missing value (try missing='marginalize').")
     if total_weight <= 0:
         raise ValueError("sample_weight sums to zero: no row carries any weight.")
-    return FitData(Xd, summary.shift, weights, total_weight, names, holes)
+    return total_weight
 
 
 def new_tally(data: FitData, resume: FitState | None = None) -> PassTally:
@@ -438,10 +443,16 @@ def _online_update(
     family: MixtureFamily, settings: FitSettings, X: Any, sample_weight: Any, params: Any,
     state: OnlineState | None, shift: np.ndarray, tally: PassTally, holes: Holes | None = None,
 ) -> tuple[Any, OnlineState, float, float]:
-    """One stepwise-EM update from a batch: (parameters, state, mean ll, batch weight)."""
+    """One stepwise-EM update from a batch: (parameters, state, mean ll, batch weight).
+
+    A batch of no weight (zero sample weights, or no complete row under
+    missing='drop') carries no information and leaves the fit as it was.
+    """
     request, layout = family.statistics_request(params, shift, X.dtype)
     batch_stats, weight = _online.batch_statistics(X, sample_weight, request, layout, holes)
     tally.add(X.shape[0])
+    if weight <= 0:
+        return params, state, 0.0, 0.0
     state = _online.update(state, batch_stats, layout, shift,
                            settings.learning_offset, settings.learning_decay)
     params, _ = family.update(state.stats, layout, params, shift, X.dtype)
@@ -469,6 +480,9 @@ def fit_online(
     rng = check_random_state(settings.random_state)
     verbose = _Verbose(settings)
     batches = _online.chunk_batches(X.chunks[0], settings.batch_size or X.chunks[0][0])
+    if w is not None:  # batches of no weight carry no information (and cannot initialise)
+        batch_weights = dask.compute(*(w.blocks[lo:hi].sum() for lo, hi in batches))
+        batches = [b for b, weight in zip(batches, batch_weights, strict=True) if weight > 0]
 
     def batch(i):
         lo, hi = batches[i]
@@ -665,7 +679,9 @@ def partial_fit(estimator: Any, X: Any, sample_weight: Any = None) -> None:
             if isinstance(Xd, np.ndarray):
                 Xd = as_dask_array(Xd, type(estimator).__name__, allow_nan=allow_missing)[0]
             weights = check_sample_weight(sample_weight, Xd)
-            summary = summarise_data(Xd, weights, allow_missing)
+            # a column may be missing from one batch: the model has its parameters
+            summary = summarise_data(Xd, weights, allow_missing, every_column_observed=False)
+            weight_to_fit(summary, family.missing)
             params = fitted_parameters(estimator, family)
             if online_state is None:  # continuing a batch fit: the mixture's mean is near the data's
                 shift = params.weights @ params.means / np.sum(params.weights)

@@ -33,7 +33,7 @@ def batch_statistics(
 
     (stats,) = drive(X, [steps()], sample_weight, holes=holes)
     weight = layout.unpack(stats)[4]
-    return stats / weight, weight
+    return (stats / weight if weight > 0 else stats), weight
 
 
 def update(

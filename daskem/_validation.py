@@ -207,7 +207,8 @@ def _summary_steps(n_features):
     return (yield PassRequest(_chunk_summary, {}, 2 * n_features + 4))
 
 
-def summarise_data(X, sample_weight=None, allow_missing=False, feature_names=None):
+def summarise_data(X, sample_weight=None, allow_missing=False, feature_names=None,
+                   every_column_observed=True):
     """One pass: check the values, and find the column means and the rows' weights.
 
     The pass is one of :func:`daskem._passes.drive`'s, as the fit's are: on a
@@ -225,6 +226,10 @@ def summarise_data(X, sample_weight=None, allow_missing=False, feature_names=Non
         Whether NaN stands for a missing value (infinity is an error still).
     feature_names : sequence of str, optional
         Named in the error for a column with no observed value.
+    every_column_observed : bool
+        Whether a column with no observed value is an error (it is for the
+        data a model is initialised from, not for a later online batch; such
+        a column's shift is then NaN).
 
     Returns
     -------
@@ -248,13 +253,14 @@ def summarise_data(X, sample_weight=None, allow_missing=False, feature_names=Non
         raise ValueError(nonfinite_message(n_nan, n_inf, first, X.dtype))
     sums = total[4 : 4 + n_features]
     counts = total[4 + n_features :]
-    if np.any(counts == 0):
+    if every_column_observed and np.any(counts == 0):
         j = int(np.flatnonzero(counts == 0)[0])
         name = f" ({feature_names[j]!r})" if feature_names is not None else ""
         raise ValueError(
             f"Input X column {j}{name} has no observed value: every value in it is missing (NaN)."
         )
-    return DataSummary(sums / counts, n_nan, float(total[2]), float(total[3]))
+    shift = np.divide(sums, counts, out=np.full(n_features, np.nan), where=counts > 0)
+    return DataSummary(shift, n_nan, float(total[2]), float(total[3]))
 
 
 def _first_bad_row(X, is_bad):

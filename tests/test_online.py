@@ -202,3 +202,41 @@ def test_a_batch_fit_after_an_online_one_drops_its_running_statistics(tmp_path):
     fresh.partial_fit(X[:1000])
     assert gm.n_iter_ == fresh.n_iter_ == 2
     np.testing.assert_array_equal(gm.means_, fresh.means_)
+
+
+def test_an_online_fit_skips_batches_of_no_weight(data):
+    X, _ = data
+    weights = np.ones(24000)
+    weights[6000:12000] = weights[18000:24000] = 0.0  # the second and the fourth batch
+    kept = np.concatenate([X[:6000], X[12000:18000]])
+    settings = dict(algorithm="online", batch_size=6000, max_iter=3, tol=0, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        weighted = GaussianMixture(3, **settings).fit(
+            da.from_array(X[:24000], chunks=6000), sample_weight=da.from_array(weights, chunks=6000))
+        reference = GaussianMixture(3, **settings).fit(
+            da.from_array(kept, chunks=6000), sample_weight=da.from_array(np.ones(12000), chunks=6000))
+    # the shifts differ (the data's means), so the sums round differently
+    np.testing.assert_allclose(weighted.means_, reference.means_, rtol=1e-10)
+    np.testing.assert_allclose(weighted.covariances_, reference.covariances_, rtol=1e-10)
+    np.testing.assert_allclose(weighted.lower_bounds_, reference.lower_bounds_, rtol=1e-10)
+
+
+def test_partial_fit_of_a_batch_of_no_weight_is_one_clear_error_that_changes_nothing(data):
+    X, _ = data
+    g = GaussianMixture(3, random_state=0).partial_fit(X[:3000])
+    means, n_iter = g.means_.copy(), g.n_iter_
+    with pytest.raises(ValueError, match="sample_weight sums to zero"):
+        g.partial_fit(X[3000:3100], sample_weight=np.zeros(100))
+    np.testing.assert_array_equal(g.means_, means)
+    assert g.n_iter_ == n_iter
+
+
+def test_partial_fit_under_marginalize_takes_a_batch_missing_a_whole_column(data):
+    X, _ = data
+    g = GaussianMixture(3, missing="marginalize", random_state=0).partial_fit(X[:3000])
+    batch = X[3000:4000].copy()
+    batch[:, 1] = np.nan
+    g.partial_fit(batch)
+    assert g.n_iter_ == 2
+    assert np.all(np.isfinite(g.means_)) and np.all(np.isfinite(g.covariances_))
