@@ -591,7 +591,22 @@ def _warm_start(
 ) -> WarmStart | None:
     if not (settings.warm_start and hasattr(estimator, "converged_")):
         return None
-    return WarmStart(fitted_parameters(estimator, family), estimator.lower_bound_, online)
+    try:
+        parameters = fitted_parameters(estimator, family)
+    except ValueError as error:  # e.g. n_components or covariance_type changed since the fit
+        raise ValueError(
+            f"warm_start=True continues the fitted model, which does not match the "
+            f"estimator's parameters now: {error}. Fit with warm_start=False to start afresh."
+        ) from None
+    return WarmStart(parameters, estimator.lower_bound_, online)
+
+
+def _check_warm_features(warm: WarmStart | None, fitted_features: int | None, data: FitData) -> None:
+    if warm is not None and fitted_features != data.n_features:
+        raise ValueError(
+            f"warm_start=True continues a model fitted on {fitted_features} features, but X has "
+            f"{data.n_features} features. Fit with warm_start=False to start afresh."
+        )
 
 
 # ------------------------------------------------------------------ entry points
@@ -634,7 +649,9 @@ def fit(
         settings.check_online()
     with rollback_on_failure(estimator), no_workers_watch(settings.no_workers_timeout):
         warm = _warm_start(estimator, family, settings, online_state_of(estimator))
+        fitted_features = getattr(estimator, "n_features_in_", None)
         data = prepare_data(estimator, X, sample_weight, family, settings.cache)
+        _check_warm_features(warm, fitted_features, data)
         tally = new_tally(data, resume)
         if settings.algorithm == "online":
             result = fit_online(family, settings, data, tally=tally, warm=warm,

@@ -145,6 +145,30 @@ def test_warm_start_continues_where_the_last_fit_stopped():
     np.testing.assert_allclose(g.lower_bounds_, straight.lower_bounds_[4:], rtol=1e-12)
 
 
+@pytest.mark.parametrize(("change", "message"), [
+    ({"covariance_type": "diag"}, "covariances_ has shape"),
+    ({"n_components": 4}, "components"),
+])
+def test_a_warm_start_that_no_longer_matches_the_parameters_is_one_clear_error(change, message):
+    X = make_blobs(900, seed=7)
+    g = fixed_fit(X, max_iter=3, warm_start=True)
+    means = g.means_.copy()
+    g.set_params(**change)
+    with pytest.raises(ValueError, match=f"warm_start=True continues the fitted model.*{message}"):
+        g.fit(X)
+    np.testing.assert_array_equal(g.means_, means)
+
+
+def test_a_warm_start_on_other_features_is_one_clear_error_that_changes_nothing():
+    X = make_blobs(900, seed=7)
+    g = fixed_fit(X, max_iter=3, warm_start=True)
+    means = g.means_.copy()
+    with pytest.raises(ValueError, match="fitted on 3 features, but X has 2 features"):
+        g.fit(X[:, :2])
+    np.testing.assert_array_equal(g.means_, means)
+    assert g.n_features_in_ == 3
+
+
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_sample_reproduces_fitted_moments(covariance_type):
     g = fixed_fit(make_blobs(900, seed=8), covariance_type, max_iter=20)
