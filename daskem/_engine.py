@@ -602,7 +602,7 @@ def _warm_start(
 
 
 def _check_warm_features(warm: WarmStart | None, fitted_features: int | None, data: FitData) -> None:
-    if warm is not None and fitted_features != data.n_features:
+    if warm is not None and fitted_features is not None and fitted_features != data.n_features:
         raise ValueError(
             f"warm_start=True continues a model fitted on {fitted_features} features, but X has "
             f"{data.n_features} features. Fit with warm_start=False to start afresh."
