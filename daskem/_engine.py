@@ -216,8 +216,18 @@ def prepare_data(
             summary = summarise_data(Xd, weights, True, names)
         else:  # in memory: NumPy's own mean
             total = Xd.shape[0] if weights is None else float(weights.sum().compute())
-            summary = DataSummary(np.mean(Xn, axis=0, dtype=np.float64), 0, total, total)
-    holes = Holes(family.missing, summary.shift) if summary.n_missing else None
+            summary = DataSummary(np.mean(Xn, axis=0, dtype=np.float64), 0, total, total,
+                                  len(Xn), len(Xn))
+    holes = None
+    if summary.n_missing:
+        holes = Holes(family.missing, summary.shift)
+        # scikit-learn's n_samples >= n_components, over the rows the fit uses
+        drop = family.missing == "drop"
+        try:
+            family.check(summary.complete_rows if drop else summary.observed_rows, Xd.shape[1])
+        except ValueError as error:
+            rows = "complete rows" if drop else "rows with an observed value"
+            raise ValueError(f"{error} (the {rows}, under missing={family.missing!r})") from None
     return FitData(Xd, summary.shift, weights, weight_to_fit(summary, family.missing), names, holes)
 
 

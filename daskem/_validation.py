@@ -145,25 +145,29 @@ def _nonfinite_counts(block, start):
     return int(nan.sum()), int(inf.sum()), first
 
 
+_SUMMARY_HEAD = 6  # the counts and weights before a chunk summary's column sums
+
+
 def _chunk_summary(block, ctx, row_start, sample_weight):
     """A chunk's summary, a pass function (:class:`daskem._passes.PassRequest`) whose
     results add up over chunks: [n_nan, n_inf, weight of the complete rows, weight of
-    the rows with an observed value, column sums over the observed values...,
-    observed counts...]."""
+    the rows with an observed value, their numbers, column sums over the observed
+    values..., observed counts...]."""
     block = np.asarray(block)
     n, d = block.shape
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64).reshape(-1)
     total = float(n if w is None else w.sum())
     sums = block.sum(axis=0, dtype=np.float64)
     if np.isfinite(sums).all():  # the common case: no copy of the chunk
-        return np.concatenate([[0.0, 0.0, total, total], sums, np.full(d, float(n))])
+        return np.concatenate([[0.0, 0.0, total, total, n, n], sums, np.full(d, float(n))])
     nan = np.isnan(block)
     n_nan, n_inf = int(nan.sum()), int(np.isinf(block).sum())
     sums = np.where(np.isfinite(block), block, 0.0).sum(axis=0, dtype=np.float64)
     complete, observed = ~nan.any(axis=1), ~nan.all(axis=1)
     weigh = (lambda m: float(m.sum())) if w is None else (lambda m: float(w @ m))
     counts = (~nan).sum(axis=0).astype(np.float64)
-    return np.concatenate([[n_nan, n_inf, weigh(complete), weigh(observed)], sums, counts])
+    return np.concatenate([[n_nan, n_inf, weigh(complete), weigh(observed), complete.sum(),
+                            observed.sum()], sums, counts])
 
 
 def checked_chunk_function(func, allow_nan=False):
@@ -195,16 +199,20 @@ class DataSummary:
     complete_weight, observed_weight : float
         Number (or total weight) of the complete rows, and of the rows with
         at least one observed value.
+    complete_rows, observed_rows : int
+        Number of the complete rows, and of the rows with an observed value.
     """
 
     shift: np.ndarray
     n_missing: int
     complete_weight: float
     observed_weight: float
+    complete_rows: int
+    observed_rows: int
 
 
 def _summary_steps(n_features):
-    return (yield PassRequest(_chunk_summary, {}, 2 * n_features + 4))
+    return (yield PassRequest(_chunk_summary, {}, 2 * n_features + _SUMMARY_HEAD))
 
 
 def summarise_data(X, sample_weight=None, allow_missing=False, feature_names=None,
@@ -251,8 +259,8 @@ def summarise_data(X, sample_weight=None, allow_missing=False, feature_names=Non
         else:
             first = _first_bad_row(X, lambda block: ~np.isfinite(block))
         raise ValueError(nonfinite_message(n_nan, n_inf, first, X.dtype))
-    sums = total[4 : 4 + n_features]
-    counts = total[4 + n_features :]
+    sums = total[_SUMMARY_HEAD : _SUMMARY_HEAD + n_features]
+    counts = total[_SUMMARY_HEAD + n_features :]
     if every_column_observed and np.any(counts == 0):
         j = int(np.flatnonzero(counts == 0)[0])
         name = f" ({feature_names[j]!r})" if feature_names is not None else ""
@@ -260,7 +268,7 @@ def summarise_data(X, sample_weight=None, allow_missing=False, feature_names=Non
             f"Input X column {j}{name} has no observed value: every value in it is missing (NaN)."
         )
     shift = np.divide(sums, counts, out=np.full(n_features, np.nan), where=counts > 0)
-    return DataSummary(shift, n_nan, float(total[2]), float(total[3]))
+    return DataSummary(shift, n_nan, float(total[2]), float(total[3]), int(total[4]), int(total[5]))
 
 
 def _first_bad_row(X, is_bad):

@@ -216,6 +216,18 @@ def test_bad_input_gets_clear_errors(data):
         BayesianGaussianMixture(n_components=2).fit(Xh)
 
 
+@pytest.mark.parametrize(("mode", "rows"), [
+    ("drop", "complete rows"), ("marginalize", "rows with an observed value"),
+])
+def test_fewer_usable_rows_than_components_is_scikit_learns_error(mode, rows):
+    X = np.random.default_rng(0).normal(size=(6, 2))
+    X[2:, 0] = np.nan
+    if mode == "marginalize":
+        X[2:, 1] = np.nan  # four rows with nothing observed
+    with pytest.raises(ValueError, match=f"n_components = 3, n_samples = 2 \\(the {rows}"):
+        GaussianMixture(3, missing=mode).fit(X)
+
+
 def test_select_model_and_online_em_take_holes(data):
     X, Xh = data
     table, best = select_model(Xh, n_components=[2, 3], covariance_types=["full", "diag", "EVE"],
