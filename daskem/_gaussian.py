@@ -94,6 +94,22 @@ def _from_full(array: np.ndarray, kernel: str) -> np.ndarray:
     return diagonals.copy() if kernel == "diag" else diagonals[:, 0].copy()
 
 
+def _check_model_form(precisions: np.ndarray, model: str, kernel: str) -> None:
+    """An mclust model with diagonal (or spherical) covariances takes initial precisions
+    of that form: (K, d, d) matrices that are diagonal (or multiples of the identity)."""
+    if kernel == "full":
+        return
+    diagonals = np.diagonal(precisions, axis1=1, axis2=2)
+    scale = np.abs(diagonals).max(axis=1)[:, None, None]
+    off_diagonal = precisions - diagonals[:, :, None] * np.eye(precisions.shape[1])
+    if np.any(np.abs(off_diagonal) > 1e-12 * scale):
+        raise ValueError(f"precisions_init for covariance_type={model!r} must be diagonal "
+                         f"matrices (the model's covariances are diagonal)")
+    if kernel == "spherical" and np.any(np.abs(diagonals - diagonals[:, :1]) > 1e-12 * scale[:, 0]):
+        raise ValueError(f"precisions_init for covariance_type={model!r} must be multiples of "
+                         f"the identity (the model's covariances are spherical)")
+
+
 def _expand(array: np.ndarray, kernel: str, n_features: int) -> np.ndarray:
     if kernel == "spherical":
         return array[:, None, None] * np.eye(n_features)
@@ -286,12 +302,15 @@ class GaussianFamily(MixtureFamily):
         """
         k = self.n_components
         shape_type = self.kernel_type if self.model is None else "full"
+        precisions = None
+        if self.precisions_init is not None:
+            precisions = check_precisions_init(self.precisions_init, shape_type, k, n_features)
+            if self.model is not None:
+                _check_model_form(precisions, self.model, self.kernel_type)
         return (
             None if self.weights_init is None else check_weights_init(self.weights_init, k),
             None if self.means_init is None else check_means_init(self.means_init, k, n_features),
-            None if self.precisions_init is None else check_precisions_init(
-                self.precisions_init, shape_type, k, n_features
-            ),
+            precisions,
         )
 
     def check(self, n_samples: int, n_features: int) -> None:

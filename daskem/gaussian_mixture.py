@@ -78,7 +78,10 @@ class GaussianMixture(MixtureEstimator):
         hierarchical clustering of a random sample of ``hc_sample_size``
         rows. The others have scikit-learn's meanings.
     weights_init, means_init, precisions_init : array-like, default=None
-        User-given initial parameters, as in scikit-learn.
+        User-given initial parameters, as in scikit-learn. For mclust's
+        models that are not scikit-learn's types, precisions are (K, d, d)
+        matrices: diagonal for EEI, VEI and EVI, multiples of the identity
+        for EII.
     random_state : int, RandomState instance or None, default=None
     warm_start : bool, default=False
         Continue from the previous fit (``n_init`` is then ignored).

@@ -228,3 +228,23 @@ def test_auto_initialisation_starts_mclusts_names_from_hc_and_restarts_from_the_
         assert (family.init_method(0), family.init_method(1)) == (first, second)
     assert GaussianFamily(3, covariance_type="EVE").init_method(0, weighted=True) == "coreset"
     assert GaussianMixture().init_params == "auto"
+
+
+@pytest.mark.parametrize(("model", "form"), [
+    ("EII", "multiples of the identity"), ("EEI", "diagonal"), ("VEI", "diagonal"), ("EVI", "diagonal"),
+])
+def test_initial_precisions_of_the_wrong_form_for_the_model_are_one_clear_error(model, form):
+    X = dataset("faithful")
+    correlated = np.array([[[2.0, 0.5], [0.5, 1.0]]] * 2)
+    not_spherical = np.array([np.diag([2.0, 1.0])] * 2)
+    given = not_spherical if model == "EII" else correlated
+    with pytest.raises(ValueError, match=f"precisions_init for covariance_type='{model}' must be {form}"):
+        GaussianMixture(2, covariance_type=model, precisions_init=given).fit(X)
+
+
+def test_initial_precisions_of_the_models_form_start_the_fit_from_them():
+    X = dataset("faithful")
+    precisions = np.array([np.diag([1.0, 0.01]), np.diag([4.0, 0.04])])
+    gm = GaussianMixture(2, covariance_type="VEI", precisions_init=precisions, max_iter=0,
+                         weights_init=[0.5, 0.5], means_init=[[2.0, 55.0], [4.5, 80.0]]).fit(X)
+    np.testing.assert_allclose(gm.precisions_, precisions, rtol=1e-12)
