@@ -19,6 +19,7 @@ from sklearn.base import clone
 
 from . import _criteria, _engine
 from ._cluster import no_workers_watch
+from ._fit_data import new_tally, prepare_data
 from ._gaussian import COVARIANCE_NAMES
 from ._mclust import MODELS as MCLUST_MODELS
 from ._passes import drive
@@ -112,7 +113,7 @@ def select_model(
 
 def _fit_grid(X, sample_weight, template, ks, types, criterion):
     """select_model's passes: every candidate fitted in shared passes, then scored."""
-    data = _engine.prepare_data(X=X, sample_weight=sample_weight, estimator=template,
+    data = prepare_data(X=X, sample_weight=sample_weight, estimator=template,
                                 family=family_of(template), cache=template.cache)
 
     models, families, steps = [], [], []
@@ -125,9 +126,9 @@ def _fit_grid(X, sample_weight, template, ks, types, criterion):
             settings = _engine.FitSettings.from_params(model.get_params(deep=False))
             models.append(model)
             families.append(family)
-            steps.append(_engine.fit_steps(family, settings, data, tally=_engine.new_tally(data)))
+            steps.append(_engine.fit_steps(family, settings, data, tally=new_tally(data)))
     # the grid's own cost: every pass served every candidate still running
-    grid_passes = _engine.new_tally(data)
+    grid_passes = new_tally(data)
     results = drive(data.X, steps, data.sample_weight, on_error="return", tally=grid_passes,
                     holes=data.holes)
     fitted, errors = [], []

@@ -11,7 +11,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 from conftest import ChunkReads, make_blobs
 from daskem import GaussianMixture, _passes, select_model
-from daskem._engine import FitSettings, fit_steps, new_tally, prepare_data
+from daskem._engine import FitSettings, fit_steps
+from daskem._fit_data import new_tally, prepare_data
 from daskem._initialization import coreset_steps, kmeans_parallel_steps, lloyd_steps
 from daskem._model import MixtureFamily
 from daskem._passes import MERGE_BYTES, PassRequest, PassTally, RowsRequest, drive, merge_fan_in
