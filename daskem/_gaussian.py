@@ -507,15 +507,12 @@ class GaussianFamily(MixtureFamily):
         if self.model is None:
             return MixtureParameters(weights, means, cov, precision_cholesky(cov, kernel))
         # Extrapolating Cholesky factors loses a common orientation, equal volumes or
-        # shapes: the model's M-step with the extrapolated covariances as scatter gives
-        # the member of the model nearest to them (in likelihood). As the M-step adds
-        # reg_covar after the model's fit, it is taken off first and added back, so the
-        # point the safeguard compares is one the M-step could return, and EM from it
-        # does not lower the bound (measured: by up to 1e-7 per step otherwise).
-        d = means.shape[1]
-        fitted = _expand(cov, kernel, d) - self.reg_covar * np.eye(d)
-        cov, decomposition = _mclust_fit(self.model, kernel, weights, fitted, self.reg_covar,
-                                         _previous(like, kernel))
+        # shapes: the model's fit to the extrapolated covariances (which hold their
+        # regularisation already, so none is added) gives the member of the model nearest
+        # to them (in likelihood), a point the M-step could return, so EM from it does not
+        # lower the bound (measured: by up to 1e-7 per step otherwise).
+        cov, decomposition = _mclust_fit(self.model, kernel, weights, _expand(cov, kernel, means.shape[1]),
+                                         0.0, _previous(like, kernel))
         return MixtureParameters(weights, means, cov, precision_cholesky(cov, kernel), **decomposition)
 
     def kernel_parameters(self, parameters: MixtureParameters, dtype: np.dtype,

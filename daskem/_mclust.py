@@ -195,9 +195,13 @@ def m_step_covariances(
     scatter : ndarray of shape (K, d, d)
         W_k = sum_i r_ik (x_i - mu_k)(x_i - mu_k)^T about the new means mu_k.
     reg_covar : float, default 0
-        Added to the diagonal of every covariance after the M-step (the estimator's
-        convention; mclust has none). The returned decomposition is that of the
-        regularised covariances, with the model's orientations.
+        Added to the diagonal of every empirical covariance W_k / N_k before the
+        model's fit (mclust has none): the fit is that of the scatter W_k + N_k reg_covar I,
+        so the covariances keep the model's constraints exactly and the fit is defined
+        where a scatter is singular (a constant column, a component on d points or
+        fewer). For the models linear in the scatter (EII, VII, EEI, VVI, EEE, EEV, VVV)
+        this is reg_covar added to the diagonal of every fitted covariance, as
+        scikit-learn does.
     previous : MclustCovariances, optional
         The previous EM iteration's result for the same model: VEI and VEV start their
         inner iterations from its volumes and shape, EVE and VVE from its shapes and
@@ -226,6 +230,8 @@ def m_step_covariances(
         )
     if not (np.all(np.isfinite(counts)) and np.all(np.isfinite(scatter))) or not np.all(counts > 0.0):
         raise ill_defined_error()
+    if reg_covar:
+        scatter = scatter + (float(reg_covar) * counts)[:, None, None] * np.eye(scatter.shape[1])
     if model in ITERATIVE_MODELS:
         volumes, shapes, orientations, n_iter, converged = iterative_m_step(
             model, counts, scatter, previous, tol, max_iter
@@ -238,33 +244,29 @@ def m_step_covariances(
         direct = scatter / counts[:, None, None]
     elif model == "EEE":
         direct = np.broadcast_to(scatter.sum(axis=0) / counts.sum(), scatter.shape)
-    return assemble(volumes, shapes, orientations, reg_covar, n_iter, converged, direct)
+    return assemble(volumes, shapes, orientations, n_iter, converged, direct)
 
 
 def assemble(
     volumes: np.ndarray,
     shapes: np.ndarray,
     orientations: np.ndarray,
-    reg_covar: float = 0.0,
     n_iter: int = 0,
     converged: bool = True,
     direct: np.ndarray | None = None,
 ) -> MclustCovariances:
-    """Covariances from their parts, regularised, checked positive definite.
+    """Covariances from their parts, checked positive definite.
 
     Parameters
     ----------
     volumes : ndarray of shape (K,)
     shapes : ndarray of shape (K, d)
     orientations : ndarray of shape (K, d, d)
-    reg_covar : float, default 0
-        Added to every eigenvalue lambda_k a_kj (the diagonal of Sigma_k); the volumes and
-        shapes returned are those of the regularised matrices.
     n_iter : int, default 0
     converged : bool, default True
     direct : ndarray of shape (K, d, d), optional
-        The same covariances computed directly (then returned, plus ``reg_covar`` on the
-        diagonal, instead of the product of the parts, which differs by rounding only).
+        The same covariances computed directly (then returned instead of the product of
+        the parts, which differs by rounding only).
 
     Returns
     -------
@@ -276,8 +278,6 @@ def assemble(
         If a covariance is not positive definite (or not finite).
     """
     eig = volumes[:, None] * shapes
-    if reg_covar:
-        eig = eig + float(reg_covar)
     if not (np.all(np.isfinite(eig)) and np.all(np.isfinite(orientations))) or not np.all(eig > 0.0):
         raise ill_defined_error()
     vol = geometric_mean(eig)
@@ -286,8 +286,6 @@ def assemble(
         cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
     else:
         cov = np.array(direct, dtype=np.float64)
-        if reg_covar:
-            cov = cov + float(reg_covar) * np.eye(cov.shape[-1])
     try:
         np.linalg.cholesky(cov)
     except np.linalg.LinAlgError:

@@ -46,7 +46,12 @@ class GaussianMixture(MixtureEstimator):
         Convergence threshold on the change of the mean per-sample
         log-likelihood.
     reg_covar : float, default=1e-6
-        Non-negative regularisation added to the covariance diagonals.
+        Non-negative regularisation added to the diagonals of the empirical
+        covariances. mclust's models are fitted to the regularised ones, so
+        that their constraints hold exactly and a constant column or a
+        component on few rows leaves the M-step defined; for the models
+        linear in the covariances (EII, VII, EEI, VVI, EEE, EEV, VVV) this is
+        reg_covar added to every fitted covariance, as in scikit-learn.
     max_iter : int, default=100
         Number of EM iterations; 0 returns the initialisation.
     n_init : int, default=1

@@ -195,7 +195,7 @@ def test_missing_values_with_acceleration(X):
 
 @pytest.mark.parametrize("model", ["VEV", "EVE", "VEE", "EEV"])
 def test_extrapolated_points_keep_the_models_constraints(X, model):
-    # reg_covar=0: the M-step adds reg_covar after the model's fit, off the constraints
+    # reg_covar=0: the extrapolated points alone (no regularisation to take off and add back)
     gm = _fit(X, covariance_type=model, acceleration=None, max_iter=5, reg_covar=0.0)
     family = GaussianFamily(4, covariance_type=model, reg_covar=0.0)
     parameters = family.parameters_from(gm.__dict__)

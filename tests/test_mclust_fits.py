@@ -152,11 +152,12 @@ def test_mclusts_names_of_sklearns_types_are_the_same_fits(model):
     assert not hasattr(ours, "volumes_")
 
 
+@pytest.mark.parametrize("reg_covar", [0.0, 1e-2])
 @pytest.mark.parametrize("model", sorted(set(MODELS) - set(ALIASES)))
-def test_the_other_models_show_full_covariances_and_their_decomposition(model):
+def test_the_other_models_show_full_covariances_and_their_decomposition(model, reg_covar):
     X = dataset("iris")
-    # reg_covar=0: the constraints hold exactly (reg_covar is added after the M-step)
-    gm = GaussianMixture(3, covariance_type=model, random_state=0, reg_covar=0).fit(X)
+    # the model is fitted to the regularised covariances: its constraints hold exactly
+    gm = GaussianMixture(3, covariance_type=model, random_state=0, reg_covar=reg_covar).fit(X)
     k, d = 3, X.shape[1]
     assert gm.covariances_.shape == gm.precisions_.shape == gm.precisions_cholesky_.shape == (k, d, d)
     assert gm.volumes_.shape == (k,) and gm.shapes_.shape == (k, d) and gm.orientations_.shape == (k, d, d)
@@ -176,7 +177,7 @@ def test_the_other_models_show_full_covariances_and_their_decomposition(model):
     if shape == "I":
         np.testing.assert_allclose(gm.shapes_, 1.0, rtol=1e-8)
     if orientation in "IE":
-        covs = gm.covariances_ - gm.reg_covar * np.eye(d)
+        covs = gm.covariances_
         if orientation == "I":
             np.testing.assert_allclose(covs * (1 - np.eye(d)), 0.0, atol=1e-12)
         else:  # a common orientation: the covariances commute
@@ -248,3 +249,24 @@ def test_initial_precisions_of_the_models_form_start_the_fit_from_them():
     gm = GaussianMixture(2, covariance_type="VEI", precisions_init=precisions, max_iter=0,
                          weights_init=[0.5, 0.5], means_init=[[2.0, 55.0], [4.5, 80.0]]).fit(X)
     np.testing.assert_allclose(gm.precisions_, precisions, rtol=1e-12)
+
+
+@pytest.mark.parametrize("init_params", ["k-means++", "random_from_data"])
+@pytest.mark.parametrize("model", sorted(set(MODELS) - set(ALIASES)))
+def test_every_model_fits_from_starts_of_one_row_per_component(model, init_params):
+    # these starts give each component one row: a zero scatter, defined by reg_covar
+    X = dataset("faithful")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm = GaussianMixture(3, covariance_type=model, init_params=init_params, max_iter=20,
+                             random_state=1).fit(X)
+    assert np.isfinite(gm.lower_bound_) and np.all(np.diff(gm.lower_bounds_) > -1e-10)
+
+
+@pytest.mark.parametrize("n_components", [1, 2])
+@pytest.mark.parametrize("model", sorted(set(MODELS) - set(ALIASES)))
+def test_every_model_fits_data_with_a_constant_column(model, n_components):
+    X = np.column_stack([dataset("faithful"), np.full(272, 3.0)])
+    gm = GaussianMixture(n_components, covariance_type=model, random_state=0).fit(X)
+    np.testing.assert_allclose(gm.means_[:, 2], 3.0, rtol=1e-12)
+    np.testing.assert_array_less(0.0, np.linalg.eigvalsh(gm.covariances_))

@@ -356,14 +356,33 @@ def test_iterative_m_step_does_not_decrease_the_objective_from_its_warm_start(mo
     assert again.n_iter <= (cold.n_iter if model == "VEE" else 2)
 
 
-def test_reg_covar_adds_to_the_diagonal_and_the_decomposition_follows():
+@pytest.mark.parametrize("model", mc.MODELS)
+def test_reg_covar_fits_the_model_to_the_regularised_scatter(model):
     counts, scatter = synthetic()
     d = scatter.shape[1]
-    for model in ("VVV", "EVE", "VEI", "EII"):
-        plain = mc.m_step_covariances(model, counts, scatter)
-        reg = mc.m_step_covariances(model, counts, scatter, reg_covar=0.1)
-        np.testing.assert_allclose(reg.covariances, plain.covariances + 0.1 * np.eye(d), rtol=1e-10)
-        np.testing.assert_allclose(reg.volumes, np.linalg.det(reg.covariances) ** (1.0 / d), rtol=1e-10)
+    reg = mc.m_step_covariances(model, counts, scatter, reg_covar=0.1)
+    regularised = scatter + 0.1 * counts[:, None, None] * np.eye(d)
+    np.testing.assert_allclose(reg.covariances, mc.m_step_covariances(model, counts, regularised).covariances,
+                               rtol=1e-8)
+    np.testing.assert_allclose(reg.volumes, np.linalg.det(reg.covariances) ** (1.0 / d), rtol=1e-10)
+
+
+@pytest.mark.parametrize("model", ["EII", "VII", "EEI", "VVI", "EEE", "EEV", "VVV"])
+def test_for_models_linear_in_the_scatter_reg_covar_adds_to_the_fitted_diagonal(model):
+    counts, scatter = synthetic()
+    plain = mc.m_step_covariances(model, counts, scatter)
+    reg = mc.m_step_covariances(model, counts, scatter, reg_covar=0.1)
+    np.testing.assert_allclose(reg.covariances, plain.covariances + 0.1 * np.eye(scatter.shape[1]),
+                               rtol=1e-10)
+
+
+@pytest.mark.parametrize("model", mc.MODELS)
+def test_reg_covar_defines_the_m_step_of_singular_scatters(model):
+    counts, scatter = synthetic()
+    scatter[:, 1, :] = scatter[:, :, 1] = 0.0  # a constant column
+    scatter[0] = 0.0  # a component on one row
+    reg = mc.m_step_covariances(model, counts, scatter, reg_covar=1e-6)
+    assert np.all(np.isfinite(reg.covariances)) and np.all(np.linalg.eigvalsh(reg.covariances) > 0.0)
 
 
 def test_decompose():
