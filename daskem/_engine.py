@@ -504,14 +504,19 @@ def _warm_start(
 ) -> WarmStart | None:
     if not (settings.warm_start and hasattr(estimator, "converged_")):
         return None
-    try:
-        parameters = fitted_parameters(estimator, family)
-    except ValueError as error:  # e.g. n_components or covariance_type changed since the fit
-        raise ValueError(
-            f"warm_start=True continues the fitted model, which does not match the "
-            f"estimator's parameters now: {error}. Fit with warm_start=False to start afresh."
-        ) from None
+    parameters = _parameters_to_continue(estimator, family, "warm_start=True",
+                                         "Fit with warm_start=False to start afresh.")
     return WarmStart(parameters, estimator.lower_bound_, online)
+
+
+def _parameters_to_continue(estimator: Any, family: MixtureFamily, what: str, remedy: str) -> Any:
+    """The fitted parameters a fit continues from; one clear error where they no longer
+    match the estimator's parameters (n_components or covariance_type changed since)."""
+    try:
+        return fitted_parameters(estimator, family)
+    except ValueError as error:
+        raise ValueError(f"{what} continues the fitted model, which does not match the "
+                         f"estimator's parameters now: {error}. {remedy}") from None
 
 
 def _check_warm_features(warm: WarmStart | None, fitted_features: int | None, data: FitData) -> None:
@@ -612,7 +617,8 @@ def partial_fit(estimator: Any, X: Any, sample_weight: Any = None) -> None:
             # a column may be missing from one batch: the model has its parameters
             summary = summarise_data(Xd, weights, allow_missing, every_column_observed=False)
             weight_to_fit(summary, family.missing)
-            params = fitted_parameters(estimator, family)
+            params = _parameters_to_continue(estimator, family, "partial_fit",
+                                             "Use a new estimator to start afresh.")
             if online_state is None:  # continuing a batch fit: the mixture's mean is near the data's
                 shift = params.weights @ params.means / np.sum(params.weights)
                 online_state = continued_state(family, params, shift, estimator.lower_bound_)

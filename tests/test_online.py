@@ -240,3 +240,13 @@ def test_partial_fit_under_marginalize_takes_a_batch_missing_a_whole_column(data
     g.partial_fit(batch)
     assert g.n_iter_ == 2
     assert np.all(np.isfinite(g.means_)) and np.all(np.isfinite(g.covariances_))
+
+
+def test_partial_fit_after_changing_the_covariance_type_is_one_clear_error(data):
+    X, _ = data
+    g = GaussianMixture(3, random_state=0).partial_fit(X[:3000])
+    means = g.means_.copy()
+    g.set_params(covariance_type="diag")
+    with pytest.raises(ValueError, match="partial_fit continues the fitted model, which does not match"):
+        g.partial_fit(X[3000:6000])
+    np.testing.assert_array_equal(g.means_, means)
