@@ -519,8 +519,11 @@ def _parameters_to_continue(estimator: Any, family: MixtureFamily, what: str, re
                          f"estimator's parameters now: {error}. {remedy}") from None
 
 
-def _check_warm_features(warm: WarmStart | None, fitted_features: int | None, data: FitData) -> None:
-    if warm is not None and fitted_features is not None and fitted_features != data.n_features:
+def _check_warm_features(warm: WarmStart | None, data: FitData) -> None:
+    if warm is None:
+        return
+    fitted_features = warm.parameters.means.shape[1]
+    if fitted_features != data.n_features:
         raise ValueError(
             f"warm_start=True continues a model fitted on {fitted_features} features, but X has "
             f"{data.n_features} features. Fit with warm_start=False to start afresh."
@@ -567,9 +570,8 @@ def fit(
         settings.check_online()
     with rollback_on_failure(estimator), no_workers_watch(settings.no_workers_timeout):
         warm = _warm_start(estimator, family, settings, online_state_of(estimator))
-        fitted_features = getattr(estimator, "n_features_in_", None)
         data = prepare_data(estimator, X, sample_weight, family, settings.cache)
-        _check_warm_features(warm, fitted_features, data)
+        _check_warm_features(warm, data)
         tally = new_tally(data, resume)
         if settings.algorithm == "online":
             result = fit_online(family, settings, data, tally=tally, warm=warm,
