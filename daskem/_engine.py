@@ -332,16 +332,44 @@ def _checkpoint_hook(state: FitState, tally: PassTally, on_state: StateHook | No
 # ----------------------------------------------------------------- online EM
 
 
-def _initial_parameters_on(
-    family: MixtureFamily, X: Any, sample_weight: Any, shift: np.ndarray,
-    rng: np.random.RandomState, tally: PassTally, holes: Holes | None = None,
-) -> Any:
-    """Initial parameters from one batch of rows."""
-    total = X.shape[0] if sample_weight is None else float(sample_weight.sum().compute())
-    batch = FitData(X, shift, sample_weight, total, holes=holes)
-    steps = tally.count(family.initialization_steps(batch, rng), rows=X.shape[0])
-    (params,) = drive(X, [steps], sample_weight, holes=holes)
+def _initial_parameters(family: MixtureFamily, data: FitData, rng: np.random.RandomState,
+                        tally: PassTally) -> Any:
+    """Initial parameters from ``data`` (the whole data, or one batch of an online fit)."""
+    steps = tally.count(family.initialization_steps(data, rng), rows=data.X.shape[0])
+    (params,) = drive(data.X, [steps], data.sample_weight, holes=data.holes)
     return params
+
+
+def _batch_data(X: Any, sample_weight: Any, shift: np.ndarray, holes: Holes | None,
+                tally: PassTally) -> FitData | None:
+    """One batch of an online fit as data to initialise from; None when no row of it
+    carries weight.
+
+    With missing values the batch's usable weight (its complete rows under
+    missing='drop', its rows with an observed value under 'marginalize') is
+    known only from a look at its values: one pass over the batch.
+    """
+    if holes is None:
+        total = X.shape[0] if sample_weight is None else float(sample_weight.sum().compute())
+    else:
+        summary = summarise_data(X, sample_weight, allow_missing=True, every_column_observed=False)
+        tally.add(X.shape[0])
+        total = summary.complete_weight if holes.mode == "drop" else summary.observed_weight
+    return FitData(X, shift, sample_weight, total, holes=holes) if total > 0 else None
+
+
+def _first_batch_parameters(
+    family: MixtureFamily, batch: Callable[[int], tuple[Any, Any]], order: np.ndarray,
+    shift: np.ndarray, rng: np.random.RandomState, tally: PassTally, holes: Holes | None,
+) -> Any:
+    """Initial parameters from the first batch in ``order`` that has a row the fit uses
+    (under missing values a batch may have none; batches of zero sample weight are
+    left out before)."""
+    for i in order:
+        data = _batch_data(*batch(i), shift, holes, tally)
+        if data is not None:
+            return _initial_parameters(family, data, rng, tally)
+    raise ValueError("no batch has a row that carries weight: nothing to initialise from")
 
 
 def continued_state(
@@ -413,7 +441,7 @@ def fit_online(
             shift = state.shift
         else:
             shift = data.shift
-            params = _initial_parameters_on(family, *batch(order[0]), shift, rng, tally, data.holes)
+            params = _first_batch_parameters(family, batch, order, shift, rng, tally, data.holes)
             state, lower_bound = None, -np.inf
         lower_bounds, seconds, converged, n_iter = [], [], False, 0
         for n_iter in range(1, settings.max_iter + 1):
@@ -607,8 +635,7 @@ def partial_fit(estimator: Any, X: Any, sample_weight: Any = None) -> None:
             data = prepare_data(estimator, X, sample_weight, family, settings.cache)
             tally = new_tally(data)
             rng = check_random_state(settings.random_state)
-            params = _initial_parameters_on(family, data.X, data.sample_weight, data.shift, rng, tally,
-                                            data.holes)
+            params = _initial_parameters(family, data, rng, tally)
             shift, previous_passes = data.shift, 0
         else:
             allow_missing = family.missing != "raise"

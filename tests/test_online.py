@@ -250,3 +250,21 @@ def test_partial_fit_after_changing_the_covariance_type_is_one_clear_error(data)
     with pytest.raises(ValueError, match="partial_fit continues the fitted model, which does not match"):
         g.partial_fit(X[3000:6000])
     np.testing.assert_array_equal(g.means_, means)
+
+
+@pytest.mark.parametrize("missing", ["drop", "marginalize"])
+def test_an_online_fit_initialises_from_a_batch_with_rows_it_uses(data, missing):
+    # every row of the first batch has a hole under 'drop', or no observed value under
+    # 'marginalize': whichever batch a seed visits first, the fit starts from one it can use
+    X, _ = data
+    X = X[:24000].copy()
+    if missing == "drop":
+        X[:6000, 0] = np.nan
+    else:
+        X[:6000] = np.nan
+    for seed in range(6):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            g = GaussianMixture(3, missing=missing, algorithm="online", batch_size=6000, max_iter=3,
+                                tol=0, random_state=seed).fit(da.from_array(X, chunks=6000))
+        np.testing.assert_allclose(np.sort(g.means_[:, 0]), [-4, 0, 5], atol=0.15)
