@@ -102,10 +102,16 @@ def scheduler(kind, memory_limit):
     if kind == "threads":
         yield None
         return
+    import dask
     from distributed import Client, LocalCluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit=memory_limit,
-                      dashboard_address=None, host="127.0.0.1") as cluster, Client(cluster) as client:
+    # "processes": distributed's defaults (a user's own LocalCluster); "processes-unprofiled":
+    # without the workers' statistical profiler, as `daskem fit --no-dashboard` starts them
+    profile = {"distributed.worker.profile.enabled": kind == "processes"}
+    with dask.config.set(profile):
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, memory_limit=memory_limit,
+                               dashboard_address=None, host="127.0.0.1")
+    with cluster, Client(cluster) as client:
         yield client
 
 
@@ -205,7 +211,9 @@ def main(argv=None):
     p.add_argument("--covariance-types", default="full,tied,diag,spherical")
     p.add_argument("--dtypes", default="float64,float32")
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--schedulers", default="threads,processes")
+    p.add_argument("--schedulers", default="threads,processes",
+                   help="threads, processes (2 worker processes x 1 thread, distributed's defaults), "
+                        "processes-unprofiled (the same without the workers' profiler)")
     p.add_argument("--memory-limit", default="8GiB", help="per worker process")
     p.add_argument("--spark", choices=["auto", "yes", "no"], default="auto")
     p.add_argument("--no-init", action="store_true", help="skip the k-means initialisation section")

@@ -621,3 +621,14 @@ def test_plain_lines_and_json_lines_off_a_terminal():
     _drive(quiet)
     quiet.error("something\nwent wrong", 2)
     assert stream.getvalue() == "daskem: error: something went wrong\n"
+
+
+@pytest.mark.parametrize("dashboard", [False, True])
+def test_the_local_cluster_profiles_its_workers_only_for_the_dashboard(dashboard):
+    # the workers' profiler serves only the dashboard's profile page, and costs CPU
+    from daskem.cli._options import ClusterOptions, dask_client
+
+    options = ClusterOptions(workers=1, threads_per_worker=1, processes=False, dashboard=dashboard)
+    with dask_client(options, Reporter("fit", stream=io.StringIO(), terminal=False)) as client:
+        profiled = client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
+    assert list(profiled.values()) == [dashboard]

@@ -93,7 +93,12 @@ def dask_client(options: ClusterOptions, reporter: Reporter) -> Iterator[Any]:
         )
         if not options.processes:
             kwargs["protocol"] = "tcp://"
-        cluster = LocalCluster(**kwargs)
+        # the workers' statistical profiler feeds only the dashboard's profile page: without
+        # the dashboard it costs CPU for nothing (whole fits on 2 worker processes x 1 thread
+        # took 0.99-1.31x as long with it, median 1.05x; benchmarks/RESULTS.md)
+        profile = {"distributed.worker.profile.enabled": dashboard}
+        with dask.config.set(profile):
+            cluster = LocalCluster(**kwargs)
         try:
             client = Client(cluster)
         except BaseException:
@@ -190,7 +195,8 @@ NoWorkersTimeoutOpt = Annotated[Optional[float], typer.Option(
     rich_help_panel=CLUSTER)]
 DashboardOpt = Annotated[bool, typer.Option(
     "--dashboard/--no-dashboard",
-    help="Serve the local cluster's dashboard on 127.0.0.1 (random port; needs bokeh).",
+    help="Serve the local cluster's dashboard on 127.0.0.1 (random port; needs bokeh). "
+         "Without it the workers skip distributed's profiler, which only the dashboard shows.",
     rich_help_panel=CLUSTER)]
 QuietOpt = Annotated[bool, typer.Option(
     "--quiet", "-q", help="No progress or log events; errors only.", rich_help_panel=OUTPUT)]
