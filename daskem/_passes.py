@@ -281,6 +281,7 @@ class PassGraph:
             self.graph.update(sample_weight.__dask_graph__())
             self.weight_keys = _chunk_keys(sample_weight)
         self.holes = holes
+        self.group_workers = None
         # chunks held in the memory of a distributed cluster's workers
         from distributed import Future  # a dependency, imported when a pass needs it
 
@@ -301,7 +302,8 @@ class PassGraph:
         so the sums agree bit for bit whatever the placement) make a pass
         cost a few tasks and no transfer between workers: 20 chunks of
         1,000,000 x 16 rows on 2 worker processes, diag, K=8, 130 -> 86 ms
-        per iteration (threaded: 89 ms). None until every chunk is held by
+        per iteration (threaded: 89 ms). Workers that hold more rows per thread
+        than the others give chunks to them (:func:`_balance`). None until every chunk is held by
         some worker (a persist still running), and for data read from
         storage by the pass itself, or for sample weights not held as well.
         """
@@ -314,17 +316,26 @@ class PassGraph:
             threads = self.client.nthreads()
         except Exception:  # noqa: BLE001 - grouping is an optimisation: run ungrouped
             return None
-        by_worker: dict = {}
+        by_worker: dict = {worker: [] for worker, n in threads.items() if n > 0}
         for i, key in enumerate(self.keys):
             workers = holders.get(key) or []
             if not workers:
                 return None
             by_worker.setdefault(sorted(workers)[0], []).append(i)
-        groups = []
+        moved = _balance(by_worker, {w: max(int(threads.get(w, 1)), 1) for w in by_worker},
+                         self.X.chunks[0])
+        groups, placed = [], []
         for worker, indices in sorted(by_worker.items()):
+            if not indices:
+                continue
             parts = min(max(int(threads.get(worker, 1)), 1), len(indices))
-            groups += [list(map(int, part)) for part in np.array_split(indices, parts)]
+            split = [list(map(int, part)) for part in np.array_split(sorted(indices), parts)]
+            groups += split
+            placed += [worker] * len(split)
         self.groups = groups
+        # groups given chunks another worker holds are placed on their own worker (else the
+        # scheduler would run them where most of their chunks are)
+        self.group_workers = placed if moved else None
         return groups
 
     def run(self, requests, split_every=SPLIT_EVERY):
@@ -384,14 +395,56 @@ class PassGraph:
         """
         chunks = [self.graph[key] for key in self.keys]
         weights = None if self.weight_keys is None else [self.graph[key] for key in self.weight_keys]
-        return self.client.map(
-            _evaluate_group,
-            [[chunks[i] for i in indices] for indices in groups],
-            [[self.starts[i] for i in indices] for indices in groups],
-            [None if weights is None else [weights[i] for i in indices] for indices in groups],
-            requests=requests, segments=segments, holes=self.holes,
-            key=[f"{name}-group-{g}" for g in range(len(groups))], pure=False,
-        )
+
+        def submit(numbers, **placement):
+            return self.client.map(
+                _evaluate_group,
+                [[chunks[i] for i in groups[g]] for g in numbers],
+                [[self.starts[i] for i in groups[g]] for g in numbers],
+                [None if weights is None else [weights[i] for i in groups[g]] for g in numbers],
+                requests=requests, segments=segments, holes=self.holes,
+                key=[f"{name}-group-{g}" for g in numbers], pure=False, **placement,
+            )
+
+        if self.group_workers is None:
+            return submit(range(len(groups)))
+        futures = [None] * len(groups)
+        for worker in sorted(set(self.group_workers)):
+            numbers = [g for g, w in enumerate(self.group_workers) if w == worker]
+            # a preference: should the worker leave, another one runs the group
+            for g, future in zip(numbers, submit(numbers, workers=[worker], allow_other_workers=True),
+                                 strict=True):
+                futures[g] = future
+        return futures
+
+
+def _balance(by_worker: dict, threads: dict, chunk_rows: tuple) -> bool:
+    """Move chunks from the worker with the most rows per thread to the one with the
+    fewest while that lowers the largest load; whether any moved.
+
+    distributed places persisted chunks as it sees fit (six chunks on two workers: often
+    four and two), and a pass over held chunks runs where they are, so without this the
+    most loaded worker sets every pass's time. A moved chunk is sent to its new worker by
+    the scheduler, which may keep the copy there for the following passes.
+    """
+    load = {w: sum(chunk_rows[i] for i in indices) for w, indices in by_worker.items()}
+    moved = False
+    while len(load) > 1:
+        per_thread = {w: load[w] / threads[w] for w in load}
+        busiest = max(sorted(load), key=per_thread.__getitem__)
+        idlest = min(sorted(load), key=per_thread.__getitem__)
+        if not by_worker[busiest]:
+            break
+        i = by_worker[busiest][-1]
+        after = max((load[busiest] - chunk_rows[i]) / threads[busiest],
+                    (load[idlest] + chunk_rows[i]) / threads[idlest])
+        if after >= per_thread[busiest]:
+            break
+        by_worker[idlest].append(by_worker[busiest].pop())
+        load[busiest] -= chunk_rows[i]
+        load[idlest] += chunk_rows[i]
+        moved = True
+    return moved
 
 
 def _split_results(vector, segments):

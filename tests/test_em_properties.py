@@ -93,6 +93,29 @@ def test_data_held_by_workers_are_read_by_one_task_per_worker_thread_with_the_sa
     assert distributed.lower_bounds_ == threaded.lower_bounds_
 
 
+def test_chunks_held_by_one_worker_are_shared_out_to_every_worker_with_the_same_result():
+    from distributed import get_task_stream, wait
+
+    from daskem._passes import PassGraph
+
+    Xd = da.from_array(make_blobs(900, seed=5), chunks=100)
+    threaded = fixed_fit(Xd, cache=False)
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address=None, processes=True) as cluster, Client(cluster) as client:
+        first = sorted(client.nthreads())[0]
+        held = client.persist(Xd, workers=[first])  # all nine chunks on one worker
+        wait(held)
+        assert set(w for ws in client.who_has(held).values() for w in ws) == {first}
+        groups = PassGraph(held)._worker_groups()
+        with get_task_stream(client) as stream:
+            distributed = fixed_fit(held, cache=False)
+    assert sorted(len(g) for g in groups) == [4, 5] and sorted(i for g in groups for i in g) == list(range(9))
+    ran_on = {task["worker"] for task in stream.data if "-group-" in task["key"]}
+    assert len(ran_on) == 2
+    assert_same_parameters(threaded, distributed, rtol=0)
+    assert distributed.lower_bounds_ == threaded.lower_bounds_
+
+
 def test_a_coreset_drawn_from_data_held_by_workers_equals_the_threaded_one():
     """Each worker's group merges its chunks' top rows itself; the draws are the same."""
     from distributed import wait
