@@ -222,6 +222,9 @@ def main(argv=None):
     args.cases = args.cases.split(",")
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.schedulers = args.schedulers.split(",")
+    unknown = set(args.schedulers) - {"threads", "processes", "processes-unprofiled"}
+    if unknown:
+        p.error(f"unknown --schedulers {sorted(unknown)}")
     spark, spark_note = None, "Spark MLlib not run"
     if args.spark != "no":
         ok, why = Spark.available()

@@ -340,18 +340,16 @@ def _initial_parameters(family: MixtureFamily, data: FitData, rng: np.random.Ran
     return params
 
 
-def _batch_data(X: Any, sample_weight: Any, shift: np.ndarray, holes: Holes | None,
+def _batch_data(X: Any, sample_weight: Any, total: float, shift: np.ndarray, holes: Holes | None,
                 tally: PassTally) -> FitData | None:
-    """One batch of an online fit as data to initialise from; None when no row of it
-    carries weight.
+    """One batch of an online fit, of rows or weights summing to ``total``, as data to
+    initialise from; None when no row of it carries weight.
 
     With missing values the batch's usable weight (its complete rows under
     missing='drop', its rows with an observed value under 'marginalize') is
     known only from a look at its values: one pass over the batch.
     """
-    if holes is None:
-        total = X.shape[0] if sample_weight is None else float(sample_weight.sum().compute())
-    else:
+    if holes is not None:
         summary = summarise_data(X, sample_weight, allow_missing=True, every_column_observed=False)
         tally.add(X.shape[0])
         total = summary.complete_weight if holes.mode == "drop" else summary.observed_weight
@@ -359,14 +357,15 @@ def _batch_data(X: Any, sample_weight: Any, shift: np.ndarray, holes: Holes | No
 
 
 def _first_batch_parameters(
-    family: MixtureFamily, batch: Callable[[int], tuple[Any, Any]], order: np.ndarray,
-    shift: np.ndarray, rng: np.random.RandomState, tally: PassTally, holes: Holes | None,
+    family: MixtureFamily, batch: Callable[[int], tuple[Any, Any]], totals: list[float],
+    order: np.ndarray, shift: np.ndarray, rng: np.random.RandomState, tally: PassTally,
+    holes: Holes | None,
 ) -> Any:
     """Initial parameters from the first batch in ``order`` that has a row the fit uses
     (under missing values a batch may have none; batches of zero sample weight are
-    left out before)."""
+    left out before). ``totals``: each batch's rows, or sum of weights."""
     for i in order:
-        data = _batch_data(*batch(i), shift, holes, tally)
+        data = _batch_data(*batch(i), totals[i], shift, holes, tally)
         if data is not None:
             return _initial_parameters(family, data, rng, tally)
     raise ValueError("no batch has a row that carries weight: nothing to initialise from")
@@ -421,9 +420,11 @@ def fit_online(
     rng = check_random_state(settings.random_state)
     verbose = _Verbose(settings)
     batches = _online.chunk_batches(X.chunks[0], settings.batch_size or X.chunks[0][0])
+    totals = [float(sum(X.chunks[0][lo:hi])) for lo, hi in batches]
     if w is not None:  # batches of no weight carry no information (and cannot initialise)
-        batch_weights = dask.compute(*(w.blocks[lo:hi].sum() for lo, hi in batches))
-        batches = [b for b, weight in zip(batches, batch_weights, strict=True) if weight > 0]
+        totals = [float(t) for t in dask.compute(*(w.blocks[lo:hi].sum() for lo, hi in batches))]
+        kept = [i for i, total in enumerate(totals) if total > 0]
+        batches, totals = [batches[i] for i in kept], [totals[i] for i in kept]
 
     def batch(i):
         lo, hi = batches[i]
@@ -441,7 +442,8 @@ def fit_online(
             shift = state.shift
         else:
             shift = data.shift
-            params = _first_batch_parameters(family, batch, order, shift, rng, tally, data.holes)
+            params = _first_batch_parameters(family, batch, totals, order, shift, rng, tally,
+                                             data.holes)
             state, lower_bound = None, -np.inf
         lower_bounds, seconds, converged, n_iter = [], [], False, 0
         for n_iter in range(1, settings.max_iter + 1):

@@ -322,13 +322,13 @@ class PassGraph:
             if not workers:
                 return None
             by_worker.setdefault(sorted(workers)[0], []).append(i)
-        moved = _balance(by_worker, {w: max(int(threads.get(w, 1)), 1) for w in by_worker},
-                         self.X.chunks[0])
+        slots = {worker: max(int(threads.get(worker, 1)), 1) for worker in by_worker}
+        moved = _balance(by_worker, slots, self.X.chunks[0])
         groups, placed = [], []
         for worker, indices in sorted(by_worker.items()):
             if not indices:
                 continue
-            parts = min(max(int(threads.get(worker, 1)), 1), len(indices))
+            parts = min(slots[worker], len(indices))
             split = [list(map(int, part)) for part in np.array_split(sorted(indices), parts)]
             groups += split
             placed += [worker] * len(split)
@@ -408,14 +408,11 @@ class PassGraph:
 
         if self.group_workers is None:
             return submit(range(len(groups)))
-        futures = [None] * len(groups)
-        for worker in sorted(set(self.group_workers)):
-            numbers = [g for g, w in enumerate(self.group_workers) if w == worker]
-            # a preference: should the worker leave, another one runs the group
-            for g, future in zip(numbers, submit(numbers, workers=[worker], allow_other_workers=True),
-                                 strict=True):
-                futures[g] = future
-        return futures
+        # each worker's groups are consecutive (see _worker_groups); the placement is a
+        # preference: should the worker leave, another one runs its groups
+        return [future for worker in dict.fromkeys(self.group_workers)
+                for future in submit([g for g, w in enumerate(self.group_workers) if w == worker],
+                                     workers=[worker], allow_other_workers=True)]
 
 
 def _balance(by_worker: dict, threads: dict, chunk_rows: tuple) -> bool:
