@@ -7,6 +7,7 @@ before any work (bad flags) are also checked in-process through ``main()``.
 
 import io
 import json
+import logging
 import os
 import re
 import signal
@@ -632,3 +633,28 @@ def test_the_local_cluster_profiles_its_workers_only_for_the_dashboard(dashboard
     with dask_client(options, Reporter("fit", stream=io.StringIO(), terminal=False)) as client:
         profiled = client.run(lambda dask_worker: "profile" in dask_worker.periodic_callbacks)
     assert list(profiled.values()) == [dashboard]
+
+
+def test_an_abandoned_timeout_of_the_clusters_shutdown_stays_off_stderr_but_other_loop_errors_do_not(
+        caplog):
+    # a loaded machine's worker close can leave a timed-out wait nobody awaits; asyncio then
+    # prints "Future exception was never retrieved" after the command's one line of outcome
+    import asyncio
+    import gc
+
+    from daskem.cli._options import ClusterOptions, dask_client
+
+    async def abandon(exception):
+        future = asyncio.get_running_loop().create_future()
+        future.set_exception(exception)
+        del future
+        gc.collect()
+
+    options = ClusterOptions(workers=1, threads_per_worker=1, processes=False, dashboard=False)
+    with dask_client(options, Reporter("fit", stream=io.StringIO(), terminal=False)) as client:
+        loop = client.loop.asyncio_loop
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            asyncio.run_coroutine_threadsafe(abandon(TimeoutError("Timeout")), loop).result()
+            assert not [r for r in caplog.records if r.name == "asyncio"], caplog.text
+            asyncio.run_coroutine_threadsafe(abandon(ValueError("a real loop error")), loop).result()
+    assert "never retrieved" in caplog.text and "a real loop error" in caplog.text
