@@ -116,6 +116,29 @@ def test_chunks_held_by_one_worker_are_shared_out_to_every_worker_with_the_same_
     assert distributed.lower_bounds_ == threaded.lower_bounds_
 
 
+def test_chunks_shared_out_to_another_worker_are_sent_once_not_every_pass():
+    from distributed import wait
+
+    Xd = da.from_array(make_blobs(900, seed=5), chunks=100)
+    with LocalCluster(n_workers=2, threads_per_worker=1, host="127.0.0.1",
+                      dashboard_address=None, processes=False, protocol="tcp://") as cluster, \
+            Client(cluster) as client:
+        first = sorted(client.nthreads())[0]
+        held = client.persist(Xd, workers=[first])
+        wait(held)
+        chunk_keys = {str(k) for k in dask.core.flatten(held.__dask_keys__())}
+
+        def chunks_received(dask_worker):
+            return sum(str(key) in chunk_keys
+                       for transfer in dask_worker.transfer_incoming_log for key in transfer["keys"])
+
+        fit = fixed_fit(held, max_iter=12, cache=False)
+        received = sum(client.run(chunks_received).values())
+    assert fit.n_passes_ >= 12
+    # four of the nine chunks go to the idle worker in the first pass; later passes reuse them
+    assert received == 4, received
+
+
 def test_a_coreset_drawn_from_data_held_by_workers_equals_the_threaded_one():
     """Each worker's group merges its chunks' top rows itself; the draws are the same."""
     from distributed import wait
