@@ -64,6 +64,7 @@ def dask_client(options: ClusterOptions, reporter: Reporter) -> Iterator[Any]:
     from distributed import Client, LocalCluster
 
     from .._cluster import NO_WORKERS_TIMEOUT_KEY, check_workers
+    from ._loop_errors import quiet_abandoned_timeouts
 
     options.check()
     timeout = ({} if options.no_workers_timeout is None
@@ -106,8 +107,8 @@ def dask_client(options: ClusterOptions, reporter: Reporter) -> Iterator[Any]:
             raise
         if options.dashboard and not dashboard:
             reporter.event("dashboard", "dashboard disabled: install bokeh>=3.1 to get it", dashboard=None)
-    _quiet_abandoned_timeouts(client.loop.asyncio_loop)
     try:
+        quiet_abandoned_timeouts(client, own_workers=cluster is not None)
         info = client.scheduler_info()
         n_workers = len(info.get("workers", {}))
         threads = sum(w.get("nthreads", 0) for w in info.get("workers", {}).values())
@@ -131,33 +132,6 @@ def dask_client(options: ClusterOptions, reporter: Reporter) -> Iterator[Any]:
         finally:
             if cluster is not None:
                 cluster.close()
-
-
-def _quiet_abandoned_timeouts(loop: Any) -> None:
-    """Keep distributed's abandoned shutdown timeouts off the command's stderr.
-
-    On a loaded machine a worker's close can give up waiting for its stream to the
-    scheduler while the wait's timeout is still armed; the timeout fires later on a
-    future nobody awaits, and asyncio prints "Future exception was never retrieved"
-    with a TimeoutError, after the command's one line of outcome. It says nothing
-    about the command, so it goes to the debug log; every other unhandled loop
-    error is reported as before.
-    """
-    previous = loop.get_exception_handler()
-    if getattr(previous, "quiets_abandoned_timeouts", False):
-        return  # an earlier command of this process (tests, notebooks) installed it
-
-    def handle(loop: Any, context: dict) -> None:
-        if (context.get("message") == "Future exception was never retrieved"
-                and isinstance(context.get("exception"), TimeoutError)):
-            logging.getLogger("daskem").debug("abandoned timeout in distributed: %r", context)
-        elif previous is not None:
-            previous(loop, context)
-        else:
-            loop.default_exception_handler(context)
-
-    handle.quiets_abandoned_timeouts = True  # type: ignore[attr-defined]
-    loop.set_exception_handler(handle)
 
 
 def _check_scheduler_address(address: str) -> None:
