@@ -420,8 +420,9 @@ def fit_online(
     rng = check_random_state(settings.random_state)
     verbose = _Verbose(settings)
     batches = _online.chunk_batches(X.chunks[0], settings.batch_size or X.chunks[0][0])
-    totals = [float(sum(X.chunks[0][lo:hi])) for lo, hi in batches]
-    if w is not None:  # batches of no weight carry no information (and cannot initialise)
+    if w is None:
+        totals = [float(sum(X.chunks[0][lo:hi])) for lo, hi in batches]
+    else:  # batches of no weight carry no information (and cannot initialise)
         totals = [float(t) for t in dask.compute(*(w.blocks[lo:hi].sum() for lo, hi in batches))]
         kept = [i for i, total in enumerate(totals) if total > 0]
         batches, totals = [batches[i] for i in kept], [totals[i] for i in kept]

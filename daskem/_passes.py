@@ -421,8 +421,9 @@ def _balance(by_worker: dict, threads: dict, chunk_rows: tuple) -> bool:
 
     distributed places persisted chunks as it sees fit (six chunks on two workers: often
     four and two), and a pass over held chunks runs where they are, so without this the
-    most loaded worker sets every pass's time. A moved chunk is sent to its new worker by
-    the scheduler, which may keep the copy there for the following passes.
+    most loaded worker sets every pass's time. A moved chunk is sent to its new worker in
+    the first pass only: later passes run on the copy already there (no transfer in 17
+    passes; tests/test_em_properties.py checks it).
     """
     load = {w: sum(chunk_rows[i] for i in indices) for w, indices in by_worker.items()}
     moved = False
