@@ -25,6 +25,7 @@ from ._kernels import (
     accumulate_statistics,
     assignment_sums,
     scratch,
+    scratch_take,
 )
 from ._passes import PassRequest, RowsRequest
 
@@ -190,7 +191,7 @@ def _d2_sample_func(block, ctx, row_start, sample_weight):
     if first == 3:
         out[: len(top), 1] = row_start + top
         out[: len(top), 2] = 1.0 if w is None else w[top]
-    drawn = np.take(block, top, axis=0, out=scratch("d2.rows", (len(top), block.shape[1]), block.dtype))
+    drawn = scratch_take("d2.rows", block, top)
     np.subtract(drawn, ctx["shift"], out=out[: len(top), first:], dtype=np.float64)
     return out.reshape(-1)
 

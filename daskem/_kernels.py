@@ -359,6 +359,20 @@ def scratch(name: str, shape: tuple, dtype=np.float64) -> np.ndarray:
     return buffer[:size].reshape(shape)
 
 
+def scratch_take(name: str, a: np.ndarray, indices: np.ndarray, axis: int = 0) -> np.ndarray:
+    """``np.take(a, indices, axis)`` into the :func:`scratch` array ``name``.
+
+    The indices must be valid. With ``out``, ``np.take``'s default
+    ``mode='raise'`` writes into a fresh temporary of the result's size
+    first and copies it over (NumPy buffers ``out`` against a bad index):
+    the page faults and the copy this function exists to avoid.
+    ``mode='clip'`` writes ``out`` directly.
+    """
+    axis = axis % a.ndim
+    shape = a.shape[:axis] + np.shape(indices) + a.shape[axis + 1 :]
+    return np.take(a, indices, axis=axis, out=scratch(name, shape, a.dtype), mode="clip")
+
+
 def _workspace(feat, n_components, width, dtype, full_width=True):
     """A workspace for this thread; full-width ones are kept for the next chunk
     (a shorter last block gets a fresh one)."""
@@ -483,7 +497,7 @@ def accumulate_hard_statistics(out, layout, z64, labels, sample_weight=None):
     comps = np.flatnonzero(sizes)
     ends = np.cumsum(sizes)[comps]
     starts = ends - sizes[comps]
-    z_sorted = np.take(z64, order, axis=0, out=scratch("hard.sorted", z64.shape))
+    z_sorted = scratch_take("hard.sorted", z64, order)
     if sample_weight is None:
         weight_sums, wz = sizes.astype(np.float64)[comps], z_sorted
     else:

@@ -55,6 +55,15 @@ float64; the complete kernel takes 49 ms): about 95 ms with 5% MCAR holes,
 the two BLAS products (50 ms), P_mm^-1 for 209,000 (pattern, component)
 pairs (35 ms), building sqrt(r) z_hat (30 ms), the per-row |m| x |m|
 products (30 ms) and sum r C (15 ms). Diag and spherical take under 2x.
+
+Work arrays
+-----------
+Every temporary of a slice or a batch is a scratch array of the pass task
+(:func:`daskem._kernels.scratch`), named here, reused from slice to slice
+and chunk to chunk, and valid until the next slice: distributed's worker
+processes map and fault in every fresh array over 128 KiB (see
+:class:`daskem._kernels._Workspace`), which had made an iteration with holes
+on 2 worker processes 1.75 times as long as after (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -76,6 +85,8 @@ from ._kernels import (
     finite_log_prob,
     kernel_parameters,
     scores_from_log_prob,
+    scratch,
+    scratch_take,
 )
 from ._missing_linalg import PackedBlockSums, Patterns, block_inverse, column_sums, triu_pairs
 
@@ -199,10 +210,11 @@ class _Batch:
     ``missing`` (n_pat, m) columns, ``inverse`` (m, m, n_pat, K') P_mm^-1,
     ``log_det`` (n_pat, K') log |P_mm|, ``row_starts`` (n_pat + 1,) sorted
     rows of each pattern; for the statistics ``resp`` (n_pat, K), the sums
-    of r over each pattern's rows.
+    of r over each pattern's rows, and (tied) ``row_blocks`` (m (m + 1) / 2,
+    n_pat), the sums of the rows' own (m, m) blocks over each pattern's rows.
     """
 
-    __slots__ = ("missing", "inverse", "log_det", "row_starts", "resp")
+    __slots__ = ("missing", "inverse", "log_det", "row_starts", "resp", "row_blocks")
 
 
 class _Slice:
@@ -214,22 +226,26 @@ class _Slice:
     first row's place in the batch), ``last`` (whether the slice ends its
     batch), ``missing`` (B, m) columns, ``flat`` (m, B) the holes' indices
     in the flattened (B, d) slice and ``delta`` (m, B, K) with x_hat_m -
-    c_m = -delta. Diag and spherical also ``mask`` (B, d).
+    c_m = -delta. Diag and spherical also ``mask`` (B, d) and ``squares`` (B, d),
+    z * z. The arrays are scratch arrays: valid until the next slice.
     """
 
     __slots__ = ("rows", "z", "log_prob", "local", "batch", "last", "offset", "missing", "flat", "delta",
-                 "mask")
+                 "mask", "squares")
 
 
-def _shifted(X, rows, shift):
-    """Shifted float64 rows ``X[rows]`` with zeros in their holes."""
+def _shifted(X, rows, shift, name):
+    """Shifted float64 rows ``X[rows]`` with zeros in their holes, in the
+    scratch array ``name`` (with ``name + '.raw'`` for the gathered rows)."""
+    shape = (len(rows), X.shape[1])
     # np.take: several times faster than fancy indexing for gathering rows
-    z = np.take(X, rows, axis=0)
-    z = z - shift if z.dtype == np.float64 else z.astype(np.float64) - shift
+    raw = scratch_take(name + ".raw", X, rows)
+    z = np.subtract(raw, shift, out=scratch(name, shape))
     # the holes are NaN: fmax and fmin both give 0 there, and x + 0 elsewhere
-    out = np.fmax(z, 0.0)
-    out += np.fmin(z, 0.0, out=z)
-    return out
+    low = np.fmin(z, 0.0, out=raw if raw.dtype == np.float64 else scratch(name + ".low", shape))
+    np.fmax(z, 0.0, out=z)
+    z += low
+    return z
 
 
 def _slice_rows(n_missing, n_features, n_components):
@@ -252,15 +268,15 @@ def _hole_slices(X: np.ndarray, rows: np.ndarray, mask: np.ndarray, ctx: dict) -
             s = _Slice()
             s.rows = np.arange(start, min(n, start + step))
             s.mask = mask[start : start + step]
-            s.z = _shifted(X, rows[start : start + step], ctx["shift"])
-            s.log_prob = _diagonal_log_prob(s.z, s.mask, ctx)
+            s.z = _shifted(X, rows[start : start + step], ctx["shift"], "missing.slice")
+            s.log_prob, s.squares = _diagonal_log_prob(s.z, s.mask, ctx)
             yield s
         return
     stack = slice(0, 1) if ctx["covariance_type"] == "tied" else slice(None)
     k_stack = len(ctx["log_det"][stack])
     patterns = Patterns(mask)
     # sorted once, so that every slice is a contiguous run of rows
-    z = _shifted(X, rows[patterns.order], ctx["shift"])
+    z = _shifted(X, scratch_take("missing.order", rows, patterns.order), ctx["shift"], "missing.sorted")
     for n_missing, p0, p1 in patterns.groups:
         # P_mm^-1 for a long run of patterns at once (long vectors for spd_inverse)
         per_batch = max(1, _BATCH_PAIRS // k_stack)
@@ -293,54 +309,69 @@ def _conditional_e_step(s, ctx):
     z = s.z
     n, d = z.shape
     batch = s.batch
-    s.missing = missing = np.take(batch.missing, s.local, axis=0)
-    m = missing.shape[1]
+    m = batch.missing.shape[1]
+    s.missing = missing = scratch_take("missing.columns", batch.missing, s.local)
     b = ctx["precision_means"]
+    k = len(b)
     # G[i, j, k] = (P_k z_i)_j: the full quadratic forms and g = P e = G - b
-    G = (z @ ctx["precision_columns"]).reshape(n, d, -1)
-    log_prob = (z[:, None, :] @ G)[:, 0] - 2.0 * (z @ b.T)
-    s.flat = missing.T + np.arange(n) * d
-    g = np.take(G.reshape(n * d, -1), s.flat, axis=0)
-    g = g - np.take(b.T, missing.T, axis=0)  # (m, B, K) also for tied's K' = 1
+    columns = ctx["precision_columns"]
+    G = np.matmul(z, columns, out=scratch("missing.G", (n, columns.shape[1]))).reshape(n, d, -1)
+    quadratic = np.matmul(z[:, None, :], G, out=scratch("missing.quadratic", (n, 1, G.shape[2])))[:, 0]
+    linear = np.matmul(z, b.T, out=scratch("missing.linear", (n, k)))
+    linear *= 2.0
+    log_prob = np.subtract(quadratic, linear, out=scratch("missing.log_prob", (n, k)))
+    s.flat = np.add(missing.T, np.arange(0, n * d, d), out=scratch("missing.flat", (m, n), np.intp))
+    full_g = scratch_take("missing.full_g", G.reshape(n * d, -1), s.flat)
+    # (m, B, K) also for tied's K' = 1
+    g = scratch_take("missing.g", b.T, missing.T)
+    np.subtract(full_g, g, out=g)
     # position-major (m, m, B, K'): contiguous for the products below
     first, last = int(s.local[0]), int(s.local[-1]) + 1
     if last - first == n:
         inverse = batch.inverse[:, :, first:last]  # one row per pattern: no copy
     else:
-        inverse = np.take(batch.inverse, s.local, axis=2)
+        inverse = scratch_take("missing.inverse_rows", batch.inverse, s.local, axis=2)
     if inverse.shape[-1] == 1:
         # tied: one P_mm^-1 per pattern for every component, a batched product
         # per row (two to five times faster than the einsum here)
-        s.delta = np.matmul(inverse[..., 0].transpose(2, 0, 1), g.transpose(1, 0, 2)).transpose(1, 0, 2)
+        delta = scratch("missing.delta", (n, m, k))
+        np.matmul(inverse[..., 0].transpose(2, 0, 1), g.transpose(1, 0, 2), out=delta)
+        s.delta = delta.transpose(1, 0, 2)
     else:
-        s.delta = np.einsum("stik,tik->sik", inverse, g)
+        s.delta = np.einsum("stik,tik->sik", inverse, g, out=scratch("missing.delta", (m, n, k)))
     # observed quadratic form = full one - g^T P_mm^-1 g; log |S_oo| = log |S| + log |P_mm|
     g *= s.delta
-    log_prob -= g.sum(axis=0)
+    log_prob -= np.sum(g, axis=0, out=linear)
     log_prob *= -0.5
     log_prob += ctx["const"] - 0.5 * (d - m) * _LOG_2PI
-    log_prob -= 0.5 * np.take(batch.log_det, s.local, axis=0)
+    half_log_det = scratch_take("missing.log_det", batch.log_det, s.local)
+    half_log_det *= 0.5
+    log_prob -= half_log_det
     s.log_prob = log_prob
 
 
 def _diagonal_log_prob(z, mask, ctx):
-    """log pi_k + sum over observed j of log N(x_j | mu_kj, var_kj), (n, K)."""
+    """log pi_k + sum over observed j of log N(x_j | mu_kj, var_kj), (n, K), and z * z
+    (scratch arrays, valid until the next call)."""
     var, mu = ctx["variances"], ctx["centred_means"]
-    observed = (~mask).astype(np.float64)
+    n, k = len(z), len(var)
+    observed = np.subtract(1.0, mask, out=scratch("missing.observed", mask.shape))
     inv_var = 1.0 / var
     const = -0.5 * (np.log(var) + mu * mu * inv_var + _LOG_2PI)
-    return (
-        ctx["log_weights"]
-        + observed @ const.T
-        + z @ (mu * inv_var).T
-        - 0.5 * ((z * z) @ inv_var.T)
-    )
+    log_prob = np.matmul(observed, const.T, out=scratch("missing.log_prob", (n, k)))
+    log_prob += ctx["log_weights"]
+    term = np.matmul(z, (mu * inv_var).T, out=scratch("missing.term", (n, k)))
+    log_prob += term
+    squares = np.multiply(z, z, out=scratch("missing.squares", z.shape))
+    log_prob += np.matmul(squares, -0.5 * inv_var.T, out=term)
+    return log_prob, squares
 
 
 def _normalise(log_prob):
     """Responsibilities (n, K) and per-row log-likelihoods of (n, K) log-densities."""
     # components along the rows: the reductions run over long contiguous rows
-    resp = np.ascontiguousarray(log_prob.T)
+    resp = scratch("missing.resp", log_prob.shape[::-1])
+    np.copyto(resp, log_prob.T)
     top = resp.max(axis=0)
     top[~np.isfinite(top)] = 0.0
     resp -= top
@@ -361,13 +392,19 @@ def _add_full_statistics(s, rw, n1, s1, s2, c_packed):
     n, d = s.z.shape
     m, _, k = s.delta.shape
     # sqrt(r) times the expected shifted rows z_hat = z with -delta in the
-    # holes, (B, K, d): S2 = sum y y^T in one batched product; (B, K, d)
-    # makes the scatter of the holes contiguous along K
-    root = np.sqrt(rw)
-    y = np.einsum("ik,id->ikd", root, s.z)
-    holes = s.delta * root
+    # holes, y (B, K, d): S2 = sum y y^T in one batched product. Both are
+    # component-major underneath, root (K, B) and y (K, B, d), so that each
+    # component's rows are contiguous operands of the products below (with
+    # y rows-major the products ran 1.5 times as long)
+    root = np.sqrt(rw.T, out=scratch("missing.root", rw.shape[::-1])).T
+    y = np.einsum("ik,id->ikd", root, s.z, out=scratch("missing.y", (k, n, d)).transpose(1, 0, 2))
+    holes = np.multiply(s.delta, root, out=scratch("missing.holes", s.delta.shape))
     np.negative(holes, out=holes)
-    y[np.tile(np.arange(n), m), :, s.missing.T.ravel()] = holes.reshape(m * n, k)
+    rows = scratch("missing.hole_rows", (m, n), np.intp)
+    rows[:] = np.arange(n)
+    columns = scratch("missing.hole_columns", (m, n), np.intp)
+    np.copyto(columns, s.missing.T)
+    y[rows.reshape(-1), :, columns.reshape(-1)] = holes.reshape(m * n, k)
     n1 += rw.sum(axis=0)
     s1 += np.matmul(y.transpose(1, 2, 0), root.T[:, :, None])[:, :, 0]
     s2 += np.matmul(y.transpose(1, 2, 0), y.transpose(1, 0, 2))
@@ -384,49 +421,64 @@ def _add_tied_statistics(s, rw, n1, s1, s2, c_packed):
     """
     n, d = s.z.shape
     m, _, k = s.delta.shape
-    weighted = s.delta * rw
+    weighted = np.multiply(s.delta, rw, out=scratch("missing.weighted", s.delta.shape))
     np.negative(weighted, out=weighted)  # r u, (m, B, K)
-    cols = s.missing.T.ravel()
+    cols = scratch("missing.hole_columns", (m, n), np.intp)
+    np.copyto(cols, s.missing.T)
+    cols = cols.reshape(-1)
     n1 += rw.sum(axis=0)
     s1 += rw.T @ s.z
     s1 += column_sums(cols, weighted.reshape(m * n, k), d).T
     w = rw.sum(axis=1)
-    mean_holes = np.zeros((n, d))
+    mean_holes = scratch("missing.mean_holes", (n, d))
+    mean_holes.fill(0.0)
     np.put(mean_holes, s.flat, weighted.sum(axis=2))
     cross = s.z.T @ mean_holes
-    s2[0] += (s.z.T * w) @ s.z + cross + cross.T
+    s2[0] += np.multiply(s.z.T, w, out=scratch("missing.weighted_rows", (d, n))) @ s.z + cross + cross.T
     up, vp = triu_pairs(m)
-    outer = np.empty((len(up), n))
+    outer = scratch("missing.outer", (len(up), n))
     for p, (a, b) in enumerate(zip(up, vp, strict=True)):
         # r u_a u_b = -(r u_a) delta_b, summed over the components
         np.einsum("ik,ik->i", weighted[a], s.delta[b], out=outer[p])
     np.negative(outer, out=outer)
-    c_packed.add(s.missing, outer[:, :, None])
-    _add_block_covariances(s, rw, c_packed)
+    _add_block_covariances(s, rw, c_packed, outer)
 
 
-def _add_block_covariances(s, rw, c_packed):
-    """+ sum r C: P_mm^-1 times each pattern's responsibility sum, at the end of a batch."""
+def _add_block_covariances(s, rw, c_packed, row_blocks=None):
+    """+ sum r C: P_mm^-1 times each pattern's responsibility sum, at the end of a batch;
+    with ``row_blocks`` (m (m + 1) / 2, B), the rows' own blocks summed over each pattern's
+    rows as well (added into the packed sums once per pattern, not once per row)."""
     batch = s.batch
     first, last = int(s.local[0]), int(s.local[-1]) + 1
     runs = np.maximum(batch.row_starts[first:last] - batch.row_starts[0] - s.offset, 0)
     if batch.resp is None:
-        batch.resp = np.zeros((len(batch.row_starts) - 1, rw.shape[1]))
+        n_pat = len(batch.row_starts) - 1
+        batch.resp = np.zeros((n_pat, rw.shape[1]))
+        batch.row_blocks = None if row_blocks is None else np.zeros((len(row_blocks), n_pat))
     batch.resp[first:last] += np.add.reduceat(rw, runs, axis=0)
+    if row_blocks is not None:
+        batch.row_blocks[:, first:last] += np.add.reduceat(row_blocks, runs, axis=1)
     if s.last:
-        up, vp = triu_pairs(batch.missing.shape[1])
+        m = batch.missing.shape[1]
+        up, vp = triu_pairs(m)
         resp = batch.resp if c_packed.width > 1 else batch.resp.sum(axis=1, keepdims=True)
-        upper = batch.inverse[up, vp] * resp
+        blocks = batch.inverse.reshape((m * m,) + batch.inverse.shape[2:])
+        upper = scratch_take("missing.upper", blocks, up * m + vp)
+        upper *= resp
+        if batch.row_blocks is not None:
+            upper += batch.row_blocks[:, :, None]
         c_packed.add(batch.missing, upper)
 
 
 def _add_diagonal_statistics(s, rw, n1, s1, s2, ctx):
     """Add a diag / spherical slice's N, S1 and per-coordinate second moments (K, d)."""
     mu = ctx["centred_means"]
-    in_holes = rw.T @ s.mask.astype(np.float64)
+    holes = scratch("missing.holes_mask", s.mask.shape)
+    np.copyto(holes, s.mask)
+    in_holes = rw.T @ holes
     n1 += rw.sum(axis=0)
     s1 += rw.T @ s.z + in_holes * mu
-    s2 += rw.T @ (s.z * s.z) + in_holes * (mu * mu + ctx["variances"])
+    s2 += rw.T @ s.squares + in_holes * (mu * mu + ctx["variances"])
 
 
 def _hole_statistics(X, rows, mask, weights, ctx):
@@ -448,7 +500,7 @@ def _hole_statistics(X, rows, mask, weights, ctx):
         else:
             w = weights[s.rows]
             loglik += float(row_loglik @ w)
-            rw = resp * w[:, None]
+            rw = np.multiply(resp, w[:, None], out=scratch("missing.weighted_resp", resp.shape))
         if cov == "full":
             _add_full_statistics(s, rw, n1, s1, s2, c_packed)
         elif cov == "tied":
@@ -468,10 +520,13 @@ def _hole_statistics(X, rows, mask, weights, ctx):
 
 def _split_rows(block):
     """NaN mask and the indices of complete rows, rows with holes, empty rows."""
-    mask = np.isnan(block)
+    mask = np.isnan(block, out=scratch("missing.mask", block.shape, bool))
     d = block.shape[1]
     # counts by a float32 matrix-vector product: exact, and faster than sum
-    n_missing = mask.astype(np.float32) @ np.ones(d, dtype=np.float32)
+    flags = scratch("missing.flags", block.shape, np.float32)
+    np.copyto(flags, mask)
+    n_missing = np.matmul(flags, np.ones(d, dtype=np.float32), out=scratch("missing.counts", (len(block),),
+                                                                           np.float32))
     complete = np.flatnonzero(n_missing == 0)
     holes = np.flatnonzero((n_missing > 0) & (n_missing < d))
     empty = np.flatnonzero(n_missing == d)
@@ -512,11 +567,11 @@ def missing_chunk_statistics(
         return chunk_statistics(block, ctx["kernel"], layout, w)[0]
     out = np.zeros(layout.size)
     if len(complete):
-        out += chunk_statistics(
-            np.take(block, complete, axis=0), ctx["kernel"], layout, None if w is None else w[complete]
-        )[0]
+        rows = scratch_take("missing.complete", block, complete)
+        out += chunk_statistics(rows, ctx["kernel"], layout, None if w is None else w[complete])[0]
     if len(holes):
-        out += _hole_statistics(block, holes, mask[holes], None if w is None else w[holes], ctx)
+        holes_mask = scratch_take("missing.holes_mask", mask, holes)
+        out += _hole_statistics(block, holes, holes_mask, None if w is None else w[holes], ctx)
     return out
 
 

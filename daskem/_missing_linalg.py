@@ -20,9 +20,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._covariance import ill_defined_error
+from ._kernels import scratch, scratch_take
 
 
-def spd_inverse(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def spd_inverse(matrices: np.ndarray, name: str = "spd") -> tuple[np.ndarray, np.ndarray]:
     """Inverses and log-determinants of a stack of SPD matrices.
 
     Parameters
@@ -30,6 +31,10 @@ def spd_inverse(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     matrices : ndarray of shape (r, r, N)
         N symmetric positive definite r x r matrices, stacked along the
         last axis so that every scalar step is one vector operation.
+    name : str
+        Names the scratch arrays (:func:`daskem._kernels.scratch`) of the
+        work array and the result: the inverse is valid until the next call
+        with the same name in the same scratch scope.
 
     Returns
     -------
@@ -44,35 +49,42 @@ def spd_inverse(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     r, _, n = matrices.shape
     # Cholesky M = L L^T, entry by entry; each inner product over t is one
-    # fused einsum over the N matrices
-    lower = np.zeros((r, r, n))
+    # fused einsum over the N matrices (only the lower triangle is written and read)
+    lower = scratch(name + ".lower", (r, r, n))
+    pivot = scratch(name + ".pivot", (n,))
     for j in range(r):
         for i in range(j, r):
+            entry = lower[i, j]
             if j:
-                s = matrices[i, j] - np.einsum("tn,tn->n", lower[i, :j], lower[j, :j])
+                np.einsum("tn,tn->n", lower[i, :j], lower[j, :j], out=entry)
+                np.subtract(matrices[i, j], entry, out=entry)
             else:
-                s = matrices[i, j].copy()
+                np.copyto(entry, matrices[i, j])
             if i == j:
-                if not np.all(s > 0.0):
+                if not np.all(entry > 0.0):
                     raise ill_defined_error()
-                np.sqrt(s, out=s)
-                pivot = 1.0 / s
+                np.sqrt(entry, out=entry)
+                np.divide(1.0, entry, out=pivot)
             else:
-                s *= pivot
-            lower[i, j] = s
-    log_det = 2.0 * np.log(lower[np.arange(r), np.arange(r)]).sum(axis=0)
+                entry *= pivot
+    log_det = np.zeros(n)
+    for i in range(r):
+        log_det += np.log(lower[i, i], out=pivot)
+    log_det *= 2.0
     # inv(L) by forward substitution, row by row, overwriting L: entry (i, j)
     # needs L[i, j:i] (not yet overwritten) and inv(L)[j:i, j] (rows above)
+    product = scratch(name + ".product", (n,))
     for i in range(r):
-        scale = -1.0 / lower[i, i]
+        np.divide(-1.0, lower[i, i], out=pivot)
         for j in range(i):
-            lower[i, j] = scale * np.einsum("tn,tn->n", lower[i, j:i], lower[j:i, j])
-        lower[i, i] = -scale
+            np.einsum("tn,tn->n", lower[i, j:i], lower[j:i, j], out=product)
+            np.multiply(pivot, product, out=lower[i, j])
+        np.negative(pivot, out=lower[i, i])
     # M^-1 = inv(L)^T inv(L)
-    out = np.empty((r, r, n))
+    out = scratch(name + ".inverse", (r, r, n))
     for a in range(r):
         for b in range(a, r):
-            out[a, b] = np.einsum("un,un->n", lower[b:, a], lower[b:, b])
+            np.einsum("un,un->n", lower[b:, a], lower[b:, b], out=out[a, b])
             if b != a:
                 out[b, a] = out[a, b]
     return out, log_det
@@ -111,21 +123,21 @@ def block_inverse(
     mt = missing.T
     d = precisions.shape[1]
 
-    def blocks(matrices, rows, cols):
+    def blocks(matrices, rows, cols, name):
         # (len(rows), len(cols), n_pat * K') from a (d * d, K') table: one
         # gather of contiguous K'-rows
         table = np.ascontiguousarray(matrices.reshape(k, d * d).T)
         index = rows[:, None] * d + cols[None, :]
-        return np.take(table, index, axis=0).reshape(len(rows), len(cols), n_pat * k)
+        return scratch_take(name, table, index).reshape(len(rows), len(cols), n_pat * k)
 
     if m <= o:
-        inverse, log_det_pmm = spd_inverse(blocks(precisions, mt, mt))
+        inverse, log_det_pmm = spd_inverse(blocks(precisions, mt, mt, "block.pmm"), "block")
     else:
         ot = observed.T
-        s_om = blocks(covariances, ot, mt)
-        inv_oo, log_det_oo = spd_inverse(blocks(covariances, ot, ot))
-        solved = np.einsum("abn,bmn->amn", inv_oo, s_om)
-        inverse = blocks(covariances, mt, mt)
+        s_om = blocks(covariances, ot, mt, "block.som")
+        inv_oo, log_det_oo = spd_inverse(blocks(covariances, ot, ot, "block.soo"), "block.oo")
+        solved = np.einsum("abn,bmn->amn", inv_oo, s_om, out=scratch("block.solved", s_om.shape))
+        inverse = blocks(covariances, mt, mt, "block.inverse")
         inverse -= np.einsum("amn,atn->mtn", s_om, solved)
         log_det_pmm = log_det_oo - np.tile(log_det, n_pat)
     return inverse.reshape(m, m, n_pat, k), log_det_pmm.reshape(n_pat, k)
@@ -140,9 +152,11 @@ def triu_pairs(m: int) -> tuple[np.ndarray, np.ndarray]:
 class PackedBlockSums:
     """Sums of (m, m) blocks, given by their upper triangles, added into packed d x d matrices.
 
-    Blocks of every size are collected over a whole chunk and summed in one
-    sparse product at the end (a product per batch of blocks cost more in
-    building the sparse matrix than in adding).
+    Each :meth:`add` sums its blocks into the running total at once, by one
+    ``np.bincount`` over the blocks' packed positions: nothing is kept per
+    batch (collecting the blocks of a chunk for one sparse product at the
+    end held some 1 MiB per batch until then, every page of it faulted in
+    afresh on a worker process).
 
     Parameters
     ----------
@@ -155,8 +169,11 @@ class PackedBlockSums:
     def __init__(self, n_features: int, width: int):
         self.n_features = n_features
         self.width = width
-        self._targets: list[np.ndarray] = []
-        self._values: list[np.ndarray] = []
+        self._total = np.zeros(n_features * (n_features + 1) // 2 * width)
+        # packed position of entry (a, b), a <= b, at a d + b
+        a, b = np.triu_indices(n_features)
+        self._position = np.zeros(n_features * n_features, dtype=np.intp)
+        self._position[a * n_features + b] = np.arange(len(a))
 
     def add(self, missing: np.ndarray, upper: np.ndarray) -> None:
         """Add blocks.
@@ -169,26 +186,22 @@ class PackedBlockSums:
             Entries (s, t), s <= t, of each block in ``np.triu_indices(m)``
             order; block p goes to rows and columns ``missing[p]``.
         """
-        d = self.n_features
+        d, width = self.n_features, self.width
         s, t = triu_pairs(missing.shape[1])
-        a, b = missing.T[s], missing.T[t]
         # columns ascend within a pattern, so (a, b) is an upper-triangle entry
-        self._targets.append((a * d - a * (a - 1) // 2 + (b - a)).ravel())
-        self._values.append(upper.reshape(-1, self.width))
+        entry = scratch_take("packed.rows", missing.T, s)
+        entry *= d
+        entry += scratch_take("packed.columns", missing.T, t)
+        target = scratch_take("packed.target", self._position, entry)
+        upper = upper.reshape(target.shape + (width,))
+        # entry (position, component) of the (d (d + 1) / 2, K') total
+        index = np.multiply(target[..., None], width, out=scratch("packed.index", upper.shape, np.intp))
+        index += np.arange(width)
+        self._total += np.bincount(index.reshape(-1), weights=upper.reshape(-1), minlength=len(self._total))
 
     def total(self) -> np.ndarray:
         """ndarray (d (d + 1) / 2, K'): the sums, in ``np.triu_indices(d)`` order."""
-        n_packed = self.n_features * (self.n_features + 1) // 2
-        if not self._targets:
-            return np.zeros((n_packed, self.width))
-        target = np.concatenate(self._targets)
-        values = np.concatenate(self._values)
-        if self.width == 1:
-            return np.bincount(target, weights=values[:, 0], minlength=n_packed)[:, None]
-        # one non-zero per column: the CSC structure needs no sorting
-        n = len(target)
-        onehot = sp.csc_matrix((np.ones(n), target, np.arange(n + 1)), shape=(n_packed, n))
-        return np.asarray(onehot @ values)
+        return self._total.reshape(-1, self.width).copy()
 
 
 def column_sums(columns: np.ndarray, values: np.ndarray, n_columns: int) -> np.ndarray:
@@ -229,7 +242,9 @@ class Patterns:
             # faster than np.packbits
             small = d <= 16
             ftype = np.float32 if small else np.float64
-            keys = mask.astype(ftype) @ (2.0 ** np.arange(d)).astype(ftype)
+            flags = scratch("patterns.flags", mask.shape, ftype)
+            np.copyto(flags, mask)
+            keys = flags @ (2.0 ** np.arange(d)).astype(ftype)
             # 16-bit keys: NumPy's stable sort is then a radix sort
             keys = keys.astype(np.uint16 if small else np.int64)
         else:

@@ -134,11 +134,14 @@ def _evaluate_in_scope(block, requests, start, sample_weight=None, holes=None):
         block = np.asarray(block)
         missing = np.isnan(block)
         if missing.any():
+            as_they_are = [r.holes and holes.mode == "marginalize" for r in requests]
+            if all(as_they_are):  # an EM pass under 'marginalize': no filled copy
+                return np.concatenate([r.func(block, r.ctx, start, w) for r in requests])
             kept = ~(missing.any(axis=1) if holes.mode == "drop" else missing.all(axis=1))
             filled = np.where(missing, holes.fill.astype(block.dtype), block)
             w_kept = kept.astype(np.float64) if w is None else w * kept
-            parts = [r.func(block, r.ctx, start, w) if r.holes and holes.mode == "marginalize"
-                     else r.func(filled, r.ctx, start, w_kept) for r in requests]
+            parts = [r.func(block, r.ctx, start, w) if raw else r.func(filled, r.ctx, start, w_kept)
+                     for r, raw in zip(requests, as_they_are, strict=True)]
             return np.concatenate(parts)
     parts = [r.func(block, r.ctx, start, w) for r in requests]
     return np.concatenate(parts)

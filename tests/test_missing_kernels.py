@@ -129,6 +129,52 @@ def test_several_slices_and_batches_give_the_same_statistics(covariance_type, mo
     _assert_statistics_close(sliced, ctx["layout"], reference, rtol=1e-10)
 
 
+def test_a_pass_tasks_scratch_arrays_change_no_result(covariance_type, monkeypatch):
+    # inside a pass task the kernels reuse scratch arrays from slice to slice, batch to
+    # batch and chunk to chunk: every result is the one computed with fresh arrays
+    from daskem._kernels import scratch_scope
+
+    params = _mixture(covariance_type)
+    X = _data(covariance_type, n=700, params=params)
+    w = np.random.RandomState(2).uniform(0.5, 2.0, len(X))
+    ctx = _context(covariance_type, params, X)
+    monkeypatch.setattr(missing_module, "_SLICE_BYTES", 1)
+    monkeypatch.setattr(missing_module, "_MIN_SLICE_ROWS", 7)
+    monkeypatch.setattr(missing_module, "_BATCH_PAIRS", 4)
+    funcs = [lambda b: missing_chunk_statistics(b, ctx, 0, None),
+             lambda b: missing_chunk_statistics(b, ctx, 0, w[: len(b)]),
+             lambda b: missing_log_prob(b, ctx), lambda b: impute_chunk(b, ctx)]
+    fresh = [f(X) for f in funcs] + [f(X[::2]) for f in funcs]
+    with scratch_scope():
+        reused = [f(X) for f in funcs] + [f(X[::2]) for f in funcs]
+    for a, b in zip(reused, fresh, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_rows_with_holes_make_no_chunk_sized_temporaries_within_a_pass_task(covariance_type):
+    # distributed's workers map and fault in every temporary over 128 KiB afresh (issue 18):
+    # within a pass task the second chunk's statistics reuse the first one's scratch arrays,
+    # and what is left are the chunk's index arrays (the kernel had allocated 3 to 5 times
+    # the chunk's size per chunk, in (rows, components, features) temporaries)
+    import tracemalloc
+
+    from daskem._kernels import scratch_scope
+
+    params = _mixture(covariance_type, n_components=4, n_features=8)
+    X = _data(covariance_type, n=20_000, n_features=8, params=params)
+    ctx = _context(covariance_type, params, X)
+    with scratch_scope():
+        expected = missing_chunk_statistics(X, ctx, 0, None)
+        tracemalloc.start()
+        try:
+            vector = missing_chunk_statistics(X, ctx, 0, None)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    np.testing.assert_array_equal(vector, expected)
+    assert peak < X.nbytes, (peak, X.nbytes)
+
+
 def test_float32_rows_with_holes_are_computed_in_float64(covariance_type):
     params = _mixture(covariance_type)
     X = _data(covariance_type, params=params).astype(np.float32)
