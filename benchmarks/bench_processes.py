@@ -15,6 +15,13 @@ alternating over ``--rounds`` rounds, and their ratio. The headline cell (full,
 1,000,000 x 16, K=16) adds scikit-learn's per-iteration time, so that the 10x target
 can be checked on worker processes.
 
+Each cell also times a pass that does nothing (daskem's pass over the same persisted
+chunks with a per-chunk function returning one zero) on both sides: the processes side's
+extra cost of a pass as such (the round trip through the scheduler and the workers). The
+"floor" column is the ratio the processes side would reach if its kernels ran exactly as
+fast as on threads, (threaded + no-op processes - no-op threaded) / threaded: where it is
+above the target, no faster kernel can meet it.
+
 Usage::
 
     python benchmarks/bench_processes.py                      # about 10 minutes
@@ -47,6 +54,26 @@ def per_iteration(Xd, covariance_type, k, init, iters):
         warnings.simplefilter("ignore")
         gm.fit(Xd)
     return list(gm.iteration_seconds_[1:])
+
+
+def _nothing(block, ctx, row_start, sample_weight):
+    return np.zeros(1)
+
+
+def noop_pass_seconds(Xd, passes=12):
+    """Median seconds of a pass over ``Xd`` through daskem's pass engine that computes nothing."""
+    from daskem._passes import PassRequest, drive
+
+    def steps():
+        seconds = []
+        for _ in range(passes + 1):
+            t0 = time.perf_counter()
+            yield PassRequest(_nothing, {}, 1)
+            seconds.append(time.perf_counter() - t0)
+        return seconds[1:]  # the first builds the pass's graph and finds the chunks' workers
+
+    (seconds,) = drive(Xd, [steps()])
+    return statistics.median(seconds)
 
 
 def cells(args):
@@ -103,9 +130,13 @@ def main(argv=None):
                         else:
                             with _no_client(client):
                                 threads += per_iteration(local, cov, k, init, args.iters)
+                noop_processes = noop_pass_seconds(remote)
+                with _no_client(client):
+                    noop_threads = noop_pass_seconds(local)
                 del remote
             row = dict(cov=cov, d=d, k=k, dtype=dtype, n=n, chunks=chunks, headline=headline,
-                       threads=statistics.median(threads), processes=statistics.median(processes))
+                       threads=statistics.median(threads), processes=statistics.median(processes),
+                       noop_threads=noop_threads, noop_processes=noop_processes)
             if headline:
                 row["sklearn"] = sklearn_per_iteration(X, cov, k, init, args.sklearn_iter)["seconds"]
             rows.append(row)
@@ -140,13 +171,15 @@ def report(rows, args):
         f"(plain EM, median of iterations 2..{args.iters} over {args.rounds} alternating rounds; "
         "data persisted on each side; cache=False).\n",
         "| cov | d | K | dtype | N | chunks | threaded (2 threads) s | 2 worker processes x 1 thread s "
-        "| processes / threaded |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| processes / threaded | no-op pass, threaded / processes ms | floor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ratio = r["processes"] / r["threads"]
+        floor = (r["threads"] + r["noop_processes"] - r["noop_threads"]) / r["threads"]
         lines.append(f"| {r['cov']} | {r['d']} | {r['k']} | {r['dtype']} | {r['n']:,} | {r['chunks']} | "
-                     f"{r['threads']:.3f} | {r['processes']:.3f} | **{ratio:.2f}x** |")
+                     f"{r['threads']:.3f} | {r['processes']:.3f} | **{ratio:.2f}x** | "
+                     f"{r['noop_threads'] * 1e3:.1f} / {r['noop_processes'] * 1e3:.1f} | {floor:.2f}x |")
     grid = [r for r in rows if not r["headline"]]
     if grid:
         worst = max(grid, key=lambda r: r["processes"] / r["threads"])
