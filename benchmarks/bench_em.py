@@ -604,6 +604,9 @@ def fmt(x, digits=3):
         return "%.0f" % x
     if abs(x) >= 10:
         return "%.1f" % x
+    if 0 < abs(x) < 10.0**-digits:
+        # two significant digits: a time under a millisecond (tiny --quick sizes) stays non-zero
+        return "%.2g" % x
     return ("%." + str(digits) + "f") % x
 
 
