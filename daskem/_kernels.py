@@ -257,13 +257,15 @@ def _log_prob_into(L, parts, z, kp, ws=None):
     return L
 
 
-def _normalise_in_place(L, ws=None):
+def _normalise_in_place(L, ws=None, top=None):
     """Log-sum-exp over components (axis 0); L becomes the responsibilities.
 
     Returns the per-row log-likelihood log p(x) = logsumexp_k L[k] (in
-    ``ws.top`` when a workspace holds the temporaries).
+    ``ws.total`` when a workspace holds the temporaries). ``top``, the
+    largest of each column when the caller has it, is overwritten.
     """
-    top = L.max(axis=0) if ws is None else np.max(L, axis=0, out=ws.top)
+    if top is None:
+        top = L.max(axis=0) if ws is None else np.max(L, axis=0, out=ws.top)
     if not np.all(np.isfinite(top)):
         # a row every component gives probability 0 (or a NaN): keep -inf
         top[~np.isfinite(top)] = 0.0
@@ -305,6 +307,10 @@ class _Workspace:
         self.keep = np.empty((n_components, width), dtype=bool)
         self.top = np.empty(width, dtype=dtype)
         self.total = np.empty(width, dtype=dtype)
+        # predictions reduce over the components in float64 (see _log_prob_blocks)
+        self.top64 = self.top if dtype == np.float64 else np.empty(width)
+        if dtype != np.float64:
+            self.L64 = np.empty((n_components, width))
         if feat.features_major:
             self.products = feat.product_views(self.F)
         elif dtype == np.float32:
@@ -388,27 +394,6 @@ def _workspace(feat, n_components, width, dtype, full_width=True):
             cache.clear()
         ws = cache[key] = _Workspace(feat, n_components, width, dtype)
     return ws
-
-
-def _block_log_prob(block, kp):
-    """(n, K) float64 weighted log-densities of raw rows, block by block."""
-    block = np.asarray(block)
-    n, d = block.shape
-    k = kp["W"].shape[0]
-    feat = _features(kp["covariance_type"], d, k)
-    step = _block_rows(feat, kp["dtype"].itemsize)
-    out = np.empty((n, k))
-    for start in range(0, n, step):
-        rows = min(step, n - start)
-        ws = _workspace(feat, k, rows, kp["dtype"], rows == step or rows == n)
-        parts, z = feat.fill(ws, block[start : start + rows], kp["shift"])
-        out[start : start + rows] = _log_prob_into(ws.L, parts, z, kp).T
-    return out
-
-
-def _weighted_log_prob(z, kp):
-    """log pi_k + log N(x | mu_k, Sigma_k) for a block of shifted rows, (n, K)."""
-    return _block_log_prob(np.asarray(z, dtype=np.float64) + kp["shift"], kp)
 
 
 # ------------------------------------------------------------ statistics
@@ -584,6 +569,16 @@ def chunk_statistics(block, kp, layout, sample_weight=None):
 # -------------------------------------------------------------- prediction
 
 
+def _overflow_error(dtype: np.dtype) -> ValueError:
+    float32 = np.dtype(dtype) == np.float32
+    name, limit = ("float32", "1e19") if float32 else ("float64", "1e154")
+    return ValueError(
+        f"Scoring X failed because the squared deviations of some row from every component "
+        f"overflow {name} (deviations of about {limit} or more). Scale the input data"
+        + (", or pass float64 data instead of float32." if float32 else ".")
+    )
+
+
 def finite_log_prob(log_prob: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """``log_prob`` (n, K), or one clear error where a finite row's densities overflowed.
 
@@ -593,18 +588,79 @@ def finite_log_prob(log_prob: np.ndarray, dtype: np.dtype) -> np.ndarray:
     arbitrary).
     """
     if len(log_prob) and not np.isfinite(log_prob.max(axis=1)).all():
-        float32 = np.dtype(dtype) == np.float32
-        name, limit = ("float32", "1e19") if float32 else ("float64", "1e154")
-        raise ValueError(
-            f"Scoring X failed because the squared deviations of some row from every component "
-            f"overflow {name} (deviations of about {limit} or more). Scale the input data"
-            + (", or pass float64 data instead of float32." if float32 else ".")
-        )
+        raise _overflow_error(dtype)
     return log_prob
 
 
-def _map_row_blocks(block, kp, func):
-    return func(finite_log_prob(_block_log_prob(np.asarray(block), kp), kp["dtype"]))
+def _log_prob_blocks(block, kp):
+    """(start, stop, L, top) of each row block: L (K, rows) float64, the weighted
+    log-densities log pi_k + log N(x | mu_k, Sigma_k) of its rows (a work array,
+    overwritten by the next block), and top (rows,) their largest per row; the
+    overflow error of :func:`finite_log_prob` where a top is not finite.
+
+    The per-block temporaries are the thread's workspace: a prediction over a
+    chunk allocates its result only (worker processes fault every fresh large
+    array in), and reductions over the components run along rows of L.
+    """
+    block = np.asarray(block)
+    n, d = block.shape
+    k = kp["W"].shape[0]
+    feat = _features(kp["covariance_type"], d, k)
+    dtype = kp["dtype"]
+    step = _block_rows(feat, dtype.itemsize)
+    with np.errstate(under="ignore", over="ignore"):
+        for start in range(0, n, step):
+            rows = min(step, n - start)
+            ws = _workspace(feat, k, rows, dtype, rows == step or rows == n)
+            parts, z = feat.fill(ws, block[start : start + rows], kp["shift"])
+            L = _log_prob_into(ws.L, parts, z, kp, ws)
+            if L.dtype != np.float64:
+                np.copyto(ws.L64, L)
+                L = ws.L64
+            top = np.max(L, axis=0, out=ws.top64)
+            if not np.isfinite(top).all():
+                raise _overflow_error(dtype)
+            yield start, start + rows, L, top
+
+
+def chunk_log_prob(block: np.ndarray, kp: dict) -> np.ndarray:
+    """Weighted log-densities log pi_k + log N(x | mu_k, Sigma_k) of a chunk's rows, (n, K)
+    float64 (finite: see :func:`_log_prob_blocks`)."""
+    out = np.empty((len(block), kp["W"].shape[0]))
+    for start, stop, L, _ in _log_prob_blocks(block, kp):
+        out[start:stop] = L.T
+    return out
+
+
+def chunk_log_resp(block, kp):
+    """Log-responsibilities of a chunk's rows, (n, K) float64."""
+    out = np.empty((len(block), kp["W"].shape[0]))
+    for start, stop, L, top in _log_prob_blocks(block, kp):
+        out[start:stop] = L.T
+        log_norm = _normalise_in_place(L, top=top)
+        out[start:stop] -= log_norm[:, None]
+    return out
+
+
+def chunk_predict_proba(block, kp):
+    """Responsibilities of a chunk's rows, (n, K) float64."""
+    out = chunk_log_resp(block, kp)
+    return np.exp(out, out=out)
+
+
+def chunk_score_samples(block, kp):
+    """Per-row log-likelihood log p(x), (n,) float64."""
+    out = np.empty(len(block))
+    for start, stop, L, top in _log_prob_blocks(block, kp):
+        out[start:stop] = _normalise_in_place(L, top=top)
+    return out
+
+
+def scores_from_log_prob(log_prob):
+    """:func:`chunk_scores` of rows' weighted log-densities (n, K)."""
+    log_norm = _log_sum_exp_rows(log_prob)
+    top = log_prob.max(axis=1) if log_prob.shape[1] else log_norm
+    return np.column_stack([log_norm, top - log_norm, np.ones(len(log_prob))])
 
 
 def _log_sum_exp_rows(log_prob):
@@ -615,39 +671,26 @@ def _log_sum_exp_rows(log_prob):
         return np.log(np.exp(log_prob - top[:, None]).sum(axis=1)) + top
 
 
-def chunk_log_resp(block, kp):
-    """Log-responsibilities of a chunk's rows, (n, K) float64."""
-    def log_resp(log_prob):
-        return log_prob - _log_sum_exp_rows(log_prob)[:, None]
-    return _map_row_blocks(block, kp, log_resp)
-
-
-def chunk_predict_proba(block, kp):
-    """Responsibilities of a chunk's rows, (n, K) float64."""
-    return np.exp(chunk_log_resp(block, kp))
-
-
-def chunk_score_samples(block, kp):
-    """Per-row log-likelihood log p(x), (n,) float64."""
-    return _map_row_blocks(block, kp, _log_sum_exp_rows)
-
-
-def scores_from_log_prob(log_prob):
-    """:func:`chunk_scores` of rows' weighted log-densities (n, K)."""
-    log_norm = _log_sum_exp_rows(log_prob)
-    top = log_prob.max(axis=1) if log_prob.shape[1] else log_norm
-    return np.column_stack([log_norm, top - log_norm, np.ones(len(log_prob))])
-
-
 def chunk_scores(block, kp):
     """Per row: log p(x), the largest log-responsibility and 1 (the row has an observed
     value), (n, 3) float64: the sums of score, BIC and ICL."""
-    return _map_row_blocks(block, kp, scores_from_log_prob)
+    out = np.empty((len(block), 3))
+    out[:, 2] = 1.0
+    for start, stop, L, top in _log_prob_blocks(block, kp):
+        # the largest log-responsibility: top - log p(x) (top is overwritten below)
+        out[start:stop, 1] = top
+        log_norm = _normalise_in_place(L, top=top)
+        out[start:stop, 0] = log_norm
+        out[start:stop, 1] -= log_norm
+    return out
 
 
 def chunk_predict(block, kp):
     """Most probable component of each row, (n,) int64."""
-    return _map_row_blocks(block, kp, lambda lp: np.argmax(lp, axis=1).astype(np.int64))
+    out = np.empty(len(block), dtype=np.int64)
+    for start, stop, L, _ in _log_prob_blocks(block, kp):
+        out[start:stop] = np.argmax(L, axis=0)
+    return out
 
 
 PREDICTIONS = {"score_samples": chunk_score_samples, "predict": chunk_predict,

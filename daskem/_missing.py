@@ -76,7 +76,7 @@ import numpy as np
 from ._covariance import log_det_cholesky
 from ._kernels import (
     StatisticsLayout,
-    chunk_log_resp,
+    chunk_log_prob,
     chunk_predict,
     chunk_predict_proba,
     chunk_score_samples,
@@ -608,9 +608,7 @@ def missing_log_prob(block: np.ndarray, ctx: dict) -> np.ndarray:
     mask, complete, holes, empty = _split_rows(block)
     out = np.empty((len(block), len(ctx["weights"])))
     if len(complete):
-        rows = np.take(block, complete, axis=0)
-        kp = ctx["kernel"]
-        out[complete] = chunk_log_resp(rows, kp) + chunk_score_samples(rows, kp)[:, None]
+        out[complete] = chunk_log_prob(np.take(block, complete, axis=0), ctx["kernel"])
     if len(holes):
         out[holes] = _hole_log_prob(block, holes, mask[holes], ctx)
     out[empty] = ctx["log_weights"]
