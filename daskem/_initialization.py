@@ -56,8 +56,11 @@ CORESET_RESTARTS = 20
 # hard assignment and EM (the same optima on every seed of RESULTS.md's checks, in 0.12 s
 # instead of 0.21 s)
 CORESET_KMEANS_TOL = 1e-2
-# bytes of one row block's (rows, centres) scores in the nearest-centre search
-_SCORE_BYTES = 2**18
+# bytes of one row block's (rows, centres) scores in the nearest-centre search: 1 MiB, where
+# 256 KiB made four times as many short NumPy calls, which two threads spent waiting on each
+# other for the GIL (the hard statistics of 20 chunks of 50,000 x 16 rows, K=16, on two
+# threads: 100 -> 80 ms; one thread unchanged)
+_SCORE_BYTES = 2**20
 # a D^2 draw's keys by blocks of this many rows (temporaries of 64 KiB, below glibc's mmap
 # threshold)
 _KEY_ROWS = 8192
@@ -119,27 +122,28 @@ def _nearest(rows, centres, shift=None, out=None):
     """
     n, d = rows.shape
     m = len(centres)
-    half_norms = 0.5 * np.einsum("md,md->m", centres, centres)
     labels, d2 = (np.empty(n, dtype=np.intp), np.empty(n)) if out is None else out
+    if m == 1:
+        # one centre: the distance itself, no search (and no cancellation), one subtraction
+        # of the shifted centre for all rows (no scores to keep in cache)
+        labels[:] = 0
+        centre = centres[0] if shift is None else centres[0] + shift
+        diff = np.subtract(rows, centre, out=scratch("nearest.rows", (n, d)))
+        np.einsum("nd,nd->n", diff, diff, out=d2)
+        return labels, d2
+    half_norms = 0.5 * np.einsum("md,md->m", centres, centres)
     step = max(256, _SCORE_BYTES // (8 * max(m, d, 1)))
     width = min(n, step)
-    if m > 1:
-        scores = scratch("nearest.scores", (width, m))
-        # contiguous centres^T: OpenBLAS runs z @ C^T twice as fast with it (d=16, K=16); the
-        # flat positions of each row's best score pick them (take_along_axis: 2.5x slower)
-        centres_t = np.ascontiguousarray(centres.T)
-        row_offsets = np.arange(0, width * m, m)
-        picked = scratch("nearest.picked", (width,), np.intp)
-    # one centre: the distance itself, no search (and no cancellation)
-    shifted = scratch("nearest.rows", (width, d)) if shift is not None or m == 1 else None
+    scores = scratch("nearest.scores", (width, m))
+    # contiguous centres^T: OpenBLAS runs z @ C^T twice as fast with it (d=16, K=16); the
+    # flat positions of each row's best score pick them (take_along_axis: 2.5x slower)
+    centres_t = np.ascontiguousarray(centres.T)
+    row_offsets = np.arange(0, width * m, m)
+    picked = scratch("nearest.picked", (width,), np.intp)
+    shifted = scratch("nearest.rows", (width, d)) if shift is not None else None
     for s in range(0, n, step):
         e = min(s + step, n)
         zb = rows[s:e] if shift is None else np.subtract(rows[s:e], shift, out=shifted[: e - s])
-        if m == 1:
-            labels[s:e] = 0
-            diff = np.subtract(zb, centres[0], out=shifted[: e - s])
-            np.einsum("nd,nd->n", diff, diff, out=d2[s:e])
-            continue
         np.einsum("nd,nd->n", zb, zb, out=d2[s:e])
         g = np.matmul(zb, centres_t, out=scores[: e - s])
         g -= half_norms
