@@ -399,6 +399,23 @@ def _workspace(feat, n_components, width, dtype, full_width=True):
 # ------------------------------------------------------------ statistics
 
 
+def _weighted_blocks(block, kp):
+    """(start, stop, ws, parts, z, L) of each row block of raw rows: the thread's
+    workspace, the block's feature parts and shifted rows (see
+    :meth:`daskem._features._Features.fill`), and L (K, rows) = ``ws.L``, the
+    weighted log-densities in the data's dtype."""
+    block = np.asarray(block)
+    n, d = block.shape
+    k = kp["W"].shape[0]
+    feat = _features(kp["covariance_type"], d, k)
+    step = _block_rows(feat, kp["dtype"].itemsize)
+    for start in range(0, n, step):
+        rows = min(step, n - start)
+        ws = _workspace(feat, k, rows, kp["dtype"], rows == step or rows == n)
+        parts, z = feat.fill(ws, block[start : start + rows], kp["shift"])
+        yield start, start + rows, ws, parts, z, _log_prob_into(ws.L, parts, z, kp, ws)
+
+
 def accumulate_statistics(out, layout, z64, resp, sample_weight=None):
     """Add one block's sufficient statistics to the flat vector ``out``.
 
@@ -537,11 +554,8 @@ def chunk_statistics(block, kp, layout, sample_weight=None):
     upcast = float32 and cov != "full"
     loglik = 0.0
     with np.errstate(under="ignore", over="ignore"):
-        for start in range(0, n, step):
-            rows = min(step, n - start)
-            ws = _workspace(feat, k, rows, dtype, rows == step or rows == n)
-            parts, z = feat.fill(ws, block[start : start + rows], kp["shift"])
-            R = _log_prob_into(ws.L, parts, z, kp, ws)
+        for start, stop, ws, parts, z, R in _weighted_blocks(block, kp):
+            rows = stop - start
             log_norm = _normalise_in_place(R, ws)
             if sample_weight is None:
                 loglik += float(log_norm.sum(dtype=np.float64))
@@ -602,25 +616,16 @@ def _log_prob_blocks(block, kp):
     chunk allocates its result only (worker processes fault every fresh large
     array in), and reductions over the components run along rows of L.
     """
-    block = np.asarray(block)
-    n, d = block.shape
-    k = kp["W"].shape[0]
-    feat = _features(kp["covariance_type"], d, k)
     dtype = kp["dtype"]
-    step = _block_rows(feat, dtype.itemsize)
     with np.errstate(under="ignore", over="ignore"):
-        for start in range(0, n, step):
-            rows = min(step, n - start)
-            ws = _workspace(feat, k, rows, dtype, rows == step or rows == n)
-            parts, z = feat.fill(ws, block[start : start + rows], kp["shift"])
-            L = _log_prob_into(ws.L, parts, z, kp, ws)
+        for start, stop, ws, _, _, L in _weighted_blocks(block, kp):
             if L.dtype != np.float64:
                 np.copyto(ws.L64, L)
                 L = ws.L64
             top = np.max(L, axis=0, out=ws.top64)
             if not np.isfinite(top).all():
                 raise _overflow_error(dtype)
-            yield start, start + rows, L, top
+            yield start, stop, L, top
 
 
 def chunk_log_prob(block: np.ndarray, kp: dict) -> np.ndarray:

@@ -7,6 +7,18 @@ import numpy as np
 import pytest
 
 
+def traced_peak(func, *args):
+    """``func(*args)`` and the peak of the memory it allocated meanwhile (``tracemalloc``)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        result = func(*args)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def make_blobs(n=900, seed=0, dtype=np.float64, offset=0.0):
     """Three well-separated, differently shaped Gaussian clusters in 3-D."""
     rng = np.random.RandomState(seed)

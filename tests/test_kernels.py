@@ -5,6 +5,7 @@ import pytest
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
+from conftest import traced_peak
 from daskem._covariance import covariances_from_cholesky, precision_cholesky
 from daskem._kernels import (
     StatisticsLayout,
@@ -332,8 +333,6 @@ def test_the_cost_model_chooses_the_form(monkeypatch):
 def test_kernels_allocate_nothing_per_row_block(form, covariance_type):
     # the per-block temporaries live in the per-thread workspace (see
     # _Workspace): a chunk of 8 blocks allocates no more than one of 1 block
-    import tracemalloc
-
     from daskem import _kernels, _projection
 
     k, d = 8, 64
@@ -351,12 +350,7 @@ def test_kernels_allocate_nothing_per_row_block(form, covariance_type):
     peaks = []
     for rows in (step, 8 * step):
         chunk_statistics(X[:rows], kp, layout)  # the workspace of this thread
-        tracemalloc.start()
-        try:
-            chunk_statistics(X[:rows], kp, layout)
-            peaks.append(tracemalloc.get_traced_memory()[1])
-        finally:
-            tracemalloc.stop()
+        peaks.append(traced_peak(chunk_statistics, X[:rows], kp, layout)[1])
     assert peaks[1] <= peaks[0] + 2**12, peaks
     # and what it allocates is the chunk's accumulators and small arrays
     # (under glibc's 128 KiB mmap threshold)
@@ -370,8 +364,6 @@ def test_predictions_allocate_their_result_and_no_per_block_temporaries(covarian
     # thread's workspace (float64 ones for float32 data): beyond the result, a chunk of 8
     # blocks allocates under 512 KiB (it had allocated (rows, K) float64 temporaries, 1.6 to
     # 12 MiB here)
-    import tracemalloc
-
     from daskem import _kernels
 
     k, d = 8, 16
@@ -383,12 +375,7 @@ def test_predictions_allocate_their_result_and_no_per_block_temporaries(covarian
     kp = kernel_parameters(weights, means, chol, covariance_type, X.mean(axis=0, dtype=np.float64), dtype)
     for func in (chunk_score_samples, _kernels.chunk_scores, chunk_predict_proba):
         expected = func(X, kp)  # the workspace of this thread
-        tracemalloc.start()
-        try:
-            result = func(X, kp)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        result, peak = traced_peak(func, X, kp)
         np.testing.assert_array_equal(result, expected)
         assert peak - result.nbytes < 2**19, (func.__name__, peak, result.nbytes)
 
@@ -439,8 +426,6 @@ def test_a_d2_draw_makes_no_copy_of_the_chunk():
     # worker processes fault every page of a fresh large temporary in (issue 18): the keys,
     # the drawn rows and the shifted rows are the task's scratch arrays; what a chunk
     # allocates is its output and the partition's index
-    import tracemalloc
-
     from daskem._initialization import _d2_sample_func
     from daskem._kernels import scratch_scope
 
@@ -450,12 +435,7 @@ def test_a_d2_draw_makes_no_copy_of_the_chunk():
         ctx = {"shift": shift, "centres": centres, "n_take": 3000, "seed": 4, "weights": True}
         with scratch_scope():  # as a pass's task over a worker's chunks
             expected = _d2_sample_func(X, ctx, 0, None)
-            tracemalloc.start()
-            try:
-                drawn = _d2_sample_func(X, ctx, 0, None)
-                peak = tracemalloc.get_traced_memory()[1]
-            finally:
-                tracemalloc.stop()
+            drawn, peak = traced_peak(_d2_sample_func, X, ctx, 0, None)
         np.testing.assert_array_equal(drawn, expected)
         assert peak <= drawn.nbytes + 8 * len(X) + 2**17, (len(centres), peak, drawn.nbytes)
 

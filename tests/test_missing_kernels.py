@@ -12,6 +12,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
 import daskem._missing as missing_module
+from conftest import traced_peak
 from daskem._covariance import precision_cholesky
 from daskem._gaussian import m_step
 from daskem._kernels import StatisticsLayout, chunk_statistics
@@ -156,8 +157,6 @@ def test_rows_with_holes_make_no_chunk_sized_temporaries_within_a_pass_task(cova
     # within a pass task the second chunk's statistics reuse the first one's scratch arrays,
     # and what is left are the chunk's index arrays (the kernel had allocated 3 to 5 times
     # the chunk's size per chunk, in (rows, components, features) temporaries)
-    import tracemalloc
-
     from daskem._kernels import scratch_scope
 
     params = _mixture(covariance_type, n_components=4, n_features=8)
@@ -165,12 +164,7 @@ def test_rows_with_holes_make_no_chunk_sized_temporaries_within_a_pass_task(cova
     ctx = _context(covariance_type, params, X)
     with scratch_scope():
         expected = missing_chunk_statistics(X, ctx, 0, None)
-        tracemalloc.start()
-        try:
-            vector = missing_chunk_statistics(X, ctx, 0, None)
-            peak = tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        vector, peak = traced_peak(missing_chunk_statistics, X, ctx, 0, None)
     np.testing.assert_array_equal(vector, expected)
     assert peak < X.nbytes, (peak, X.nbytes)
 
