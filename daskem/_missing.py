@@ -473,7 +473,7 @@ def _add_block_covariances(s, rw, c_packed, row_blocks=None):
 def _add_diagonal_statistics(s, rw, n1, s1, s2, ctx):
     """Add a diag / spherical slice's N, S1 and per-coordinate second moments (K, d)."""
     mu = ctx["centred_means"]
-    holes = scratch("missing.holes_mask", s.mask.shape)
+    holes = scratch("missing.holes_flags", s.mask.shape)
     np.copyto(holes, s.mask)
     in_holes = rw.T @ holes
     n1 += rw.sum(axis=0)

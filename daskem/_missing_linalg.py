@@ -131,13 +131,13 @@ def block_inverse(
         return scratch_take(name, table, index).reshape(len(rows), len(cols), n_pat * k)
 
     if m <= o:
-        inverse, log_det_pmm = spd_inverse(blocks(precisions, mt, mt, "block.pmm"), "block")
+        inverse, log_det_pmm = spd_inverse(blocks(precisions, mt, mt, "block.pmm"), "block.pmm_inverse")
     else:
         ot = observed.T
         s_om = blocks(covariances, ot, mt, "block.som")
         inv_oo, log_det_oo = spd_inverse(blocks(covariances, ot, ot, "block.soo"), "block.oo")
         solved = np.einsum("abn,bmn->amn", inv_oo, s_om, out=scratch("block.solved", s_om.shape))
-        inverse = blocks(covariances, mt, mt, "block.inverse")
+        inverse = blocks(covariances, mt, mt, "block.conditional")
         inverse -= np.einsum("amn,atn->mtn", s_om, solved)
         log_det_pmm = log_det_oo - np.tile(log_det, n_pat)
     return inverse.reshape(m, m, n_pat, k), log_det_pmm.reshape(n_pat, k)
