@@ -86,6 +86,7 @@ from ._kernels import (
     kernel_parameters,
     scores_from_log_prob,
     scratch,
+    scratch_scope,
     scratch_take,
 )
 from ._missing_linalg import PackedBlockSums, Patterns, block_inverse, column_sums, triu_pairs
@@ -580,8 +581,10 @@ def missing_chunk_statistics(
 
 def _hole_log_prob(X, rows, mask, ctx):
     out = np.empty((len(rows), len(ctx["weights"])))
-    for s in _hole_slices(X, rows, mask, ctx):
-        out[s.rows] = finite_log_prob(s.log_prob, np.float64)
+    # the slices' work arrays reused (predictions run outside a pass's scratch scope)
+    with scratch_scope():
+        for s in _hole_slices(X, rows, mask, ctx):
+            out[s.rows] = finite_log_prob(s.log_prob, np.float64)
     return out
 
 
@@ -654,6 +657,20 @@ def missing_scores(block: np.ndarray, ctx: dict) -> np.ndarray:
     return _per_row(block, ctx, chunk_scores, scores_from_log_prob, 0.0, (3,), np.float64)
 
 
+def _impute_holes(X, rows, mask, ctx, out):
+    """Write the conditional means of the holes of ``X[rows]`` into ``out[rows]``."""
+    shift = ctx["shift"]
+    for s in _hole_slices(X, rows, mask, ctx):
+        resp, _ = _normalise(finite_log_prob(s.log_prob, np.float64))
+        at = rows[s.rows]
+        if ctx["covariance_type"] in ("diag", "spherical"):
+            filled = resp @ ctx["means"]
+            out[at] = np.where(s.mask, filled, X[at])
+        else:
+            values = shift[s.missing] - np.einsum("sik,ik->is", s.delta, resp)
+            out[at[:, None], s.missing] = values
+
+
 def impute_chunk(block: np.ndarray, ctx: dict) -> np.ndarray:
     """Replace each NaN by its conditional mean under the mixture.
 
@@ -675,16 +692,9 @@ def impute_chunk(block: np.ndarray, ctx: dict) -> np.ndarray:
     mask, _, holes, empty = _split_rows(block)
     out = block.copy()
     if len(holes):
-        shift = ctx["shift"]
-        for s in _hole_slices(block, holes, mask[holes], ctx):
-            resp, _ = _normalise(finite_log_prob(s.log_prob, np.float64))
-            rows = holes[s.rows]
-            if ctx["covariance_type"] in ("diag", "spherical"):
-                filled = resp @ ctx["means"]
-                out[rows] = np.where(s.mask, filled, block[rows])
-            else:
-                values = shift[s.missing] - np.einsum("sik,ik->is", s.delta, resp)
-                out[rows[:, None], s.missing] = values
+        # the slices' work arrays reused (predictions run outside a pass's scratch scope)
+        with scratch_scope():
+            _impute_holes(block, holes, mask[holes], ctx, out)
     if len(empty):
         w = ctx["weights"]
         out[empty] = w @ ctx["means"] / w.sum()
