@@ -24,10 +24,9 @@ from ._kernels import (
     accumulate_hard_statistics,
     accumulate_statistics,
     assignment_sums,
-    scratch,
-    scratch_take,
 )
 from ._passes import PassRequest, RowsRequest
+from ._scratch import scratch, scratch_take
 
 # k-means|| (Bahmani et al. 2012): rounds of D^2 sampling, each one pass, each
 # drawing this many rows per component
@@ -116,7 +115,7 @@ def _nearest(rows, centres, shift=None, out=None):
     that maximum its squared distance; row blocks keep the (rows, centres)
     scores in the core's cache. With ``shift``, ``rows`` are raw and each
     block is shifted into a reused buffer: no shifted copy of the chunk. The
-    work arrays are scratch arrays (:func:`daskem._kernels.scratch`), and
+    work arrays are scratch arrays (:func:`daskem._scratch.scratch`), and
     ``out``, a pair of arrays (intp, float64) of ``len(rows)``, takes the
     result.
     """

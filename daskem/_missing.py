@@ -48,18 +48,17 @@ and the observed log-density is a sum over observed coordinates: three
 (rows x d) by (d x K) products with the mask of observed values give it,
 and the statistics need only r^T z, r^T z^2 and r^T mask.
 
-Cost (one thread, 100,000 rows x 16 features, K = 16, full covariance,
-float64; the complete kernel takes 49 ms): about 95 ms with 5% MCAR holes,
-205 ms (4.2x) with 20% (97% of the rows have holes, in 13,000 patterns), and
-75 ms with two columns missing in 30% of the rows. At 20% the time goes to
-the two BLAS products (50 ms), P_mm^-1 for 209,000 (pattern, component)
-pairs (35 ms), building sqrt(r) z_hat (30 ms), the per-row |m| x |m|
-products (30 ms) and sum r C (15 ms). Diag and spherical take under 2x.
+Cost: with 20% of 16 columns missing completely at random (97% of the rows
+have holes, in some 9,400 patterns per 50,000 rows), full covariance, K=16,
+an iteration takes about 5x the complete data's; the time goes to the
+rows times all K precisions, P_mm^-1 per (pattern, component), the
+completed rows' second moments and the per-row |m| x |m| products
+(benchmarks/RESULTS.md, "Missing values"). Diag and spherical take under 2x.
 
 Work arrays
 -----------
 Every temporary of a slice or a batch is a scratch array of the pass task
-(:func:`daskem._kernels.scratch`), named here, reused from slice to slice
+(:func:`daskem._scratch.scratch`), named here, reused from slice to slice
 and chunk to chunk, and valid until the next slice: distributed's worker
 processes map and fault in every fresh array over 128 KiB (see
 :class:`daskem._kernels._Workspace`), which had made an iteration with holes
@@ -85,11 +84,9 @@ from ._kernels import (
     finite_log_prob,
     kernel_parameters,
     scores_from_log_prob,
-    scratch,
-    scratch_scope,
-    scratch_take,
 )
 from ._missing_linalg import PackedBlockSums, Patterns, block_inverse, column_sums, triu_pairs
+from ._scratch import scratch, scratch_scope, scratch_take
 
 _LOG_2PI = math.log(2.0 * math.pi)
 # Slices of rows with holes are sized so that their (|m|, |m|, rows, K)

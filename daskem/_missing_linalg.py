@@ -20,7 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ._covariance import ill_defined_error
-from ._kernels import scratch, scratch_take
+from ._scratch import scratch, scratch_take
 
 
 def spd_inverse(matrices: np.ndarray, name: str = "spd") -> tuple[np.ndarray, np.ndarray]:
@@ -32,7 +32,7 @@ def spd_inverse(matrices: np.ndarray, name: str = "spd") -> tuple[np.ndarray, np
         N symmetric positive definite r x r matrices, stacked along the
         last axis so that every scalar step is one vector operation.
     name : str
-        Names the scratch arrays (:func:`daskem._kernels.scratch`) of the
+        Names the scratch arrays (:func:`daskem._scratch.scratch`) of the
         work array and the result: the inverse is valid until the next call
         with the same name in the same scratch scope.
 

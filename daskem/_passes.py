@@ -33,7 +33,7 @@ from dask.base import get_scheduler
 from threadpoolctl import ThreadpoolController
 
 from ._cluster import current_client, no_workers_watch
-from ._kernels import scratch_scope
+from ._scratch import scratch_scope
 
 try:
     from dask.task_spec import DataNode, List, Task, TaskRef

@@ -392,7 +392,7 @@ def _dense_to(covariance_type, cov):
 def test_scratch_arrays_are_kept_per_name_and_thread_until_the_scope_ends():
     import threading
 
-    from daskem._kernels import scratch, scratch_scope
+    from daskem._scratch import scratch, scratch_scope
 
     # outside a scope: a fresh array each time
     assert not np.shares_memory(scratch("test.a", (100, 3)), scratch("test.a", (100, 3)))
@@ -427,7 +427,7 @@ def test_a_d2_draw_makes_no_copy_of_the_chunk():
     # the drawn rows and the shifted rows are the task's scratch arrays; what a chunk
     # allocates is its output and the partition's index
     from daskem._initialization import _d2_sample_func
-    from daskem._kernels import scratch_scope
+    from daskem._scratch import scratch_scope
 
     X = np.random.default_rng(3).normal(size=(50_000, 16))
     shift = X.mean(axis=0)

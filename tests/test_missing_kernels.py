@@ -133,7 +133,7 @@ def test_several_slices_and_batches_give_the_same_statistics(covariance_type, mo
 def test_a_pass_tasks_scratch_arrays_change_no_result(covariance_type, monkeypatch):
     # inside a pass task the kernels reuse scratch arrays from slice to slice, batch to
     # batch and chunk to chunk: every result is the one computed with fresh arrays
-    from daskem._kernels import scratch_scope
+    from daskem._scratch import scratch_scope
 
     params = _mixture(covariance_type)
     X = _data(covariance_type, n=700, params=params)
@@ -157,7 +157,7 @@ def test_rows_with_holes_make_no_chunk_sized_temporaries_within_a_pass_task(cova
     # within a pass task the second chunk's statistics reuse the first one's scratch arrays,
     # and what is left are the chunk's index arrays (the kernel had allocated 3 to 5 times
     # the chunk's size per chunk, in (rows, components, features) temporaries)
-    from daskem._kernels import scratch_scope
+    from daskem._scratch import scratch_scope
 
     params = _mixture(covariance_type, n_components=4, n_features=8)
     X = _data(covariance_type, n=20_000, n_features=8, params=params)
