@@ -44,9 +44,9 @@ def scratch(name: str, shape: tuple, dtype=np.float64) -> np.ndarray:
 
     One buffer per (name, dtype) in the thread's scope, grown to the largest
     size asked for; a fresh array outside any scope. A worker process maps
-    every temporary over 128 KiB afresh (see :class:`daskem._kernels._Workspace`), and
-    faulting its pages in costs about 1 us per 4 KiB page on the project's
-    machine (a shifted copy of a 50,000 x 16 chunk: 1.6 ms). A caller must
+    every temporary over 128 KiB afresh (see :class:`daskem._kernels._Workspace`),
+    and faulting its pages in costs about 1 us per 4 KiB page on the
+    project's machine (a shifted copy of a 50,000 x 16 chunk: 1.6 ms). A caller must
     not hand the array on, nor ask for the same name again while it uses it.
     ``shape`` is a tuple. A view asked for again is the one made before (a
     kernel asks for some 25 arrays per slice of rows: making each view anew
@@ -76,11 +76,11 @@ def scratch(name: str, shape: tuple, dtype=np.float64) -> np.ndarray:
 def scratch_take(name: str, a: np.ndarray, indices: np.ndarray, axis: int = 0) -> np.ndarray:
     """``np.take(a, indices, axis)`` into the :func:`scratch` array ``name``.
 
-    The indices must be valid, an array, and ``axis`` non-negative. With ``out``, ``np.take``'s default
-    ``mode='raise'`` writes into a fresh temporary of the result's size
-    first and copies it over (NumPy buffers ``out`` against a bad index):
-    the page faults and the copy this function exists to avoid.
-    ``mode='clip'`` writes ``out`` directly.
+    ``indices`` is an array of valid indices and ``axis`` is non-negative.
+    With ``out``, ``np.take``'s default ``mode='raise'`` writes into a fresh
+    temporary of the result's size first and copies it over (NumPy buffers
+    ``out`` against a bad index): the page faults and the copy this function
+    exists to avoid. ``mode='clip'`` writes ``out`` directly.
     """
     shape = a.shape[:axis] + indices.shape + a.shape[axis + 1 :]
     return np.take(a, indices, axis=axis, out=scratch(name, shape, a.dtype.type), mode="clip")
