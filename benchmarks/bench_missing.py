@@ -81,13 +81,12 @@ def scheduler(kind):
         yield client
 
 
-def per_iteration(X, Xh, args, client):
+def per_iteration(X, Xh, chunks, args, client):
     """Median seconds per EM iteration of the complete data and of the data with holes."""
     import dask.array as da
 
     from daskem import GaussianMixture
 
-    chunks = (-(-args.n // 20), args.d)
     Xd, Xhd = da.from_array(X, chunks=chunks), da.from_array(Xh, chunks=chunks)
     if client is None:
         Xd, Xhd = Xd.persist(), Xhd.persist()
@@ -130,7 +129,7 @@ def main(argv=None):
     timings = {}
     for kind in args.schedulers.split(","):
         with scheduler(kind) as client:
-            timings[kind] = per_iteration(X, Xh, args, client)
+            timings[kind] = per_iteration(X, Xh, chunks, args, client)
     n_complete = int((~np.isnan(Xh).any(axis=1)).sum())
     print(f"{time.strftime('%Y-%m-%d %H:%M')}, load {os.getloadavg()[0]:.2f}. {args.n:,} x {args.d}, "
           f"K={args.k}, full covariance, float64, 20 chunks persisted; {args.fraction:.0%} of the values "

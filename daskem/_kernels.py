@@ -256,8 +256,9 @@ def _log_prob_into(L, parts, z, kp, ws=None):
     return L
 
 
-def _normalise_in_place(L, ws=None, top=None):
-    """Log-sum-exp over components (axis 0); L becomes the responsibilities.
+def _normalise_in_place(L, ws=None, top=None, responsibilities=True):
+    """Log-sum-exp over components (axis 0); L becomes the responsibilities
+    (with ``responsibilities=False``, a work array: predictions need only the sums).
 
     Returns the per-row log-likelihood log p(x) = logsumexp_k L[k] (in
     ``ws.total`` when a workspace holds the temporaries). ``top``, the
@@ -281,7 +282,8 @@ def _normalise_in_place(L, ws=None, top=None):
     else:
         np.exp(L, out=L)
     total = L.sum(axis=0) if ws is None else np.sum(L, axis=0, out=ws.total)
-    L /= total
+    if responsibilities:
+        L /= total
     with np.errstate(divide="ignore"):
         log_norm = np.log(total, out=total)
     log_norm += top
@@ -587,7 +589,7 @@ def chunk_log_resp(block, kp):
     out = np.empty((len(block), kp["W"].shape[0]))
     for start, stop, L, top in _log_prob_blocks(block, kp):
         out[start:stop] = L.T
-        log_norm = _normalise_in_place(L, top=top)
+        log_norm = _normalise_in_place(L, top=top, responsibilities=False)
         out[start:stop] -= log_norm[:, None]
     return out
 
@@ -602,7 +604,7 @@ def chunk_score_samples(block, kp):
     """Per-row log-likelihood log p(x), (n,) float64."""
     out = np.empty(len(block))
     for start, stop, L, top in _log_prob_blocks(block, kp):
-        out[start:stop] = _normalise_in_place(L, top=top)
+        out[start:stop] = _normalise_in_place(L, top=top, responsibilities=False)
     return out
 
 
@@ -629,7 +631,7 @@ def chunk_scores(block, kp):
     for start, stop, L, top in _log_prob_blocks(block, kp):
         # the largest log-responsibility: top - log p(x) (top is overwritten below)
         out[start:stop, 1] = top
-        log_norm = _normalise_in_place(L, top=top)
+        log_norm = _normalise_in_place(L, top=top, responsibilities=False)
         out[start:stop, 0] = log_norm
         out[start:stop, 1] -= log_norm
     return out
